@@ -1,0 +1,18 @@
+"""gaugelit: the minimum-norm gauge for deep learning, executed.
+
+Layered ReLU networks, their rescaling (gauge) symmetry, the minimum-norm solvers of
+Algorithm 1 and faster exact ones, on NumPy or CuPy from one code path.
+"""
+from .backend import array_module, asarray, cupy_available, default_backend, to_numpy
+from .gauge import balance_gaps, dead_units, imbalance, pnorm, rescale, unit_norms
+from .network import ARCHITECTURES, LayeredNet, he_init
+from .solvers import METHODS, ConvergenceWarning, MinNormResult, minnorm
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ARCHITECTURES", "LayeredNet", "he_init",
+    "rescale", "pnorm", "unit_norms", "dead_units", "imbalance", "balance_gaps",
+    "minnorm", "MinNormResult", "METHODS", "ConvergenceWarning",
+    "array_module", "asarray", "cupy_available", "default_backend", "to_numpy",
+]

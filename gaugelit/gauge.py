@@ -1,0 +1,90 @@
+"""The gauge: rescalings (eqs. 5-6), the entry-wise p-norm (eq. 7), and balance (eqs. 9, 20, 24, 32)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from .backend import array_module
+from .network import LayeredNet, check_p
+
+__all__ = ["rescale", "pnorm", "unit_norms", "dead_units", "imbalance", "balance_gaps"]
+
+
+def rescale(net: LayeredNet, factors: Sequence) -> LayeredNet:
+    """The gauge transformation of eqs. (5)-(6): ``W_ij <- W_ij a_i / a_j``, ``b_i <- b_i a_i``.
+
+    ``factors[k-1]`` holds the positive factors ``a`` of hidden layer ``k``; input and output
+    units keep ``a = 1``. Returns a new network computing the same function.
+    """
+    xp, L = net.xp, len(net.weights)
+    factors = list(factors)
+    if len(factors) != L - 1:
+        raise ValueError(f"rescale: need one factor vector per hidden layer ({L - 1}), got {len(factors)}")
+    a = []
+    for k, f in enumerate(factors, start=1):
+        array_module(f, net.weights[0], where=f"rescale: factors for hidden layer {k}")
+        f = xp.asarray(f, dtype=net.dtype)
+        if f.shape != (net.sizes[k],):
+            raise ValueError(f"rescale: factors for hidden layer {k} must have shape ({net.sizes[k]},), "
+                             f"got {tuple(f.shape)}")
+        if not bool(xp.all(xp.isfinite(f) & (f > 0))):
+            raise ValueError(f"rescale: factors for hidden layer {k} must be finite and > 0")
+        a.append(f)
+    a = [None] + a + [None]
+    weights, biases = [], []
+    for l, (W, b) in enumerate(zip(net.weights, net.biases)):
+        if a[l + 1] is not None:
+            W, b = a[l + 1][:, None] * W, a[l + 1] * b
+        if a[l] is not None:
+            W = W / a[l][None, :]
+        weights.append(W)
+        biases.append(b)
+    return LayeredNet._trusted(weights, biases, xp)
+
+
+def pnorm(net: LayeredNet, p: float) -> float:
+    """``sum_ij |W_ij|^p`` over all weights, biases excluded (the p-th power of eq. 7)."""
+    p = check_p(p)
+    return float(sum(float((net.xp.abs(W) ** p).sum()) for W in net.weights))
+
+
+def unit_norms(net: LayeredNet, p: float):
+    """Per hidden layer ``k``, the pair ``(incoming, outgoing)`` of p-norm sums at each unit:
+    ``sum_j |W_ij|^p`` over its incoming and ``sum_j |W_ji|^p`` over its outgoing weights."""
+    p = check_p(p)
+    M = [net.xp.abs(W) ** p for W in net.weights]
+    return [(M[k - 1].sum(axis=1), M[k].sum(axis=0)) for k in range(1, len(M))]
+
+
+def dead_units(net: LayeredNet):
+    """Per hidden layer, a boolean mask of units whose incoming or outgoing weights are all zero.
+
+    Such units cannot be balanced (eq. 9 has no solution) and do not change the function under
+    any rescaling; the solvers keep their factor at 1 and leave them out of ``imbalance``.
+    """
+    xp, W = net.xp, net.weights
+    return [~(xp.any(W[k - 1] != 0, axis=1) & xp.any(W[k] != 0, axis=0)) for k in range(1, len(W))]
+
+
+def imbalance(net: LayeredNet, p: float) -> float:
+    """The maximal imbalance gamma of eq. (20), in [0, 1], over hidden units that are not dead.
+
+    Eq. (20) as printed has no absolute value; with it, gamma = 0 exactly at balance (eq. 9)
+    and gamma measures the worst unit whichever side is heavier.
+    """
+    gamma = 0.0
+    for (fan_in, fan_out), dead in zip(unit_norms(net, p), dead_units(net)):
+        ratio = net.xp.abs(fan_in - fan_out) / net.xp.where(dead, 1, fan_in + fan_out)
+        gamma = max(gamma, float(net.xp.where(dead, 0, ratio).max()))
+    return gamma
+
+
+def balance_gaps(net: LayeredNet, p: float, include_bias: bool = True):
+    """Per hidden layer, the gaps ``Delta_i = |b_i|^p + sum_j |W_ij|^p - sum_j |W_ji|^p`` of eq. (24);
+    with ``include_bias=False`` the bias term is dropped, as in eq. (32)."""
+    gaps = []
+    for k, (fan_in, fan_out) in enumerate(unit_norms(net, p), start=1):
+        gap = fan_in - fan_out
+        if include_bias:
+            gap = gap + net.xp.abs(net.biases[k - 1]) ** p
+        gaps.append(gap)
+    return gaps

@@ -1,0 +1,160 @@
+"""The layered network: weights, biases, the forward pass, and the paper's initialisation.
+
+``weights[l]`` has shape ``(n_{l+1}, n_l)`` and maps layer ``l`` to layer ``l+1``;
+hidden layers (ReLU) are ``1 .. L-1``, the output layer ``L`` is linear (eq. 2).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from .backend import array_module, asarray, default_backend
+
+__all__ = ["LayeredNet", "he_init", "ARCHITECTURES", "check_p"]
+
+#: The paper's three networks (sections 2.4 and 4.1), 200 inputs and 10 outputs. The text says each
+#: has 3750 hidden units; the printed 7-layer widths sum to 3250, and gaugelit keeps them as printed.
+ARCHITECTURES: dict[str, tuple[int, ...]] = {
+    "3-layer": (200, 2500, 1250, 10),
+    "5-layer": (200, 2000, 1000, 500, 250, 10),
+    "7-layer": (200, 1000, 750, 750, 500, 250, 10),
+}
+
+_FLOAT_KINDS = ("float32", "float64")
+
+
+def check_p(p) -> float:
+    """Validate the norm exponent: a finite real number ``p > 0``."""
+    try:
+        p = float(p)
+    except (TypeError, ValueError):
+        raise TypeError(f"p must be a real number, got {p!r}") from None
+    if not math.isfinite(p) or p <= 0:
+        raise ValueError(f"p must be finite and > 0, got {p}")
+    return p
+
+
+def _check_array(a, name: str, xp, ndim: int):
+    if not hasattr(a, "shape") or not hasattr(a, "dtype"):
+        raise TypeError(f"{name}: expected an array, got {type(a).__name__}")
+    if a.dtype.name not in _FLOAT_KINDS:
+        raise TypeError(f"{name}: dtype {a.dtype.name} is not supported; use float32 or float64")
+    if a.ndim != ndim:
+        raise ValueError(f"{name}: expected {ndim} dimensions, got shape {tuple(a.shape)}")
+    if not bool(xp.isfinite(a).all()):
+        bad = int((~xp.isfinite(a)).sum())
+        raise ValueError(f"{name}: {bad} non-finite entries (NaN or inf)")
+
+
+class LayeredNet:
+    """A feedforward network with ReLU hidden layers and a linear output layer.
+
+    Parameters
+    ----------
+    weights : sequence of 2-D arrays, ``weights[l].shape == (n_{l+1}, n_l)``, at least two.
+    biases : sequence of 1-D arrays ``(n_{l+1},)``, or None for zeros.
+
+    All arrays must live on one backend (NumPy or CuPy) and share one float dtype.
+    Bad input raises ``ValueError``/``TypeError`` naming the layer and the problem.
+    """
+
+    __slots__ = ("weights", "biases", "xp")
+
+    def __init__(self, weights: Sequence, biases: Sequence | None = None):
+        weights = list(weights)
+        if len(weights) < 2:
+            raise ValueError(f"a LayeredNet needs at least two weight matrices (one hidden layer); "
+                             f"got {len(weights)}")
+        if biases is not None:
+            biases = list(biases)
+            if len(biases) != len(weights):
+                raise ValueError(f"got {len(weights)} weight matrices but {len(biases)} bias vectors")
+        xp = array_module(*weights, *(biases or []), where="LayeredNet")
+        dtype = None
+        for l, W in enumerate(weights):
+            _check_array(W, f"weights[{l}]", xp, 2)
+            dtype = dtype or W.dtype
+            if W.dtype != dtype:
+                raise TypeError(f"weights[{l}]: dtype {W.dtype} differs from weights[0]'s {dtype}")
+            if l and W.shape[1] != weights[l - 1].shape[0]:
+                raise ValueError(f"weights[{l}]: shape {tuple(W.shape)} does not chain: layer {l} has "
+                                 f"{weights[l - 1].shape[0]} units (rows of weights[{l - 1}]), "
+                                 f"but weights[{l}] has {W.shape[1]} columns")
+        if biases is None:
+            biases = [xp.zeros(W.shape[0], dtype=dtype) for W in weights]
+        for l, b in enumerate(biases):
+            _check_array(b, f"biases[{l}]", xp, 1)
+            if b.dtype != dtype:
+                raise TypeError(f"biases[{l}]: dtype {b.dtype} differs from the weights' {dtype}")
+            if b.shape[0] != weights[l].shape[0]:
+                raise ValueError(f"biases[{l}]: length {b.shape[0]} != {weights[l].shape[0]} units "
+                                 f"in layer {l + 1}")
+        self.weights, self.biases, self.xp = weights, biases, xp
+
+    @classmethod
+    def _trusted(cls, weights, biases, xp):
+        """Build without validation, for arrays gaugelit made itself (hot loops)."""
+        net = cls.__new__(cls)
+        net.weights, net.biases, net.xp = list(weights), list(biases), xp
+        return net
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """Units per layer, input first: ``(n_0, n_1, ..., n_L)``."""
+        return (int(self.weights[0].shape[1]),) + tuple(int(W.shape[0]) for W in self.weights)
+
+    @property
+    def dtype(self):
+        return self.weights[0].dtype
+
+    @property
+    def n_hidden_layers(self) -> int:
+        return len(self.weights) - 1
+
+    def forward(self, X):
+        """Outputs for inputs ``X`` of shape ``(batch, n_0)``: ReLU hidden layers, linear output."""
+        array_module(X, self.weights[0], where="forward: X and the network")
+        if X.ndim != 2 or X.shape[1] != self.sizes[0]:
+            raise ValueError(f"forward: X must have shape (batch, {self.sizes[0]}), got {tuple(X.shape)}")
+        h = X.astype(self.dtype, copy=False)
+        for l, (W, b) in enumerate(zip(self.weights, self.biases)):
+            h = h @ W.T + b
+            if l < len(self.weights) - 1:
+                h = self.xp.maximum(h, 0)
+        return h
+
+    __call__ = forward
+
+    def copy(self) -> "LayeredNet":
+        return LayeredNet._trusted([W.copy() for W in self.weights],
+                                   [b.copy() for b in self.biases], self.xp)
+
+    def to(self, xp) -> "LayeredNet":
+        """This network on backend ``xp`` (``numpy`` or ``cupy``)."""
+        return LayeredNet._trusted([asarray(W, xp) for W in self.weights],
+                                   [asarray(b, xp) for b in self.biases], xp)
+
+    def __repr__(self) -> str:
+        return f"LayeredNet(sizes={self.sizes}, dtype={self.dtype}, backend={self.xp.__name__})"
+
+
+def he_init(sizes: Sequence[int], seed: int = 0, dtype="float32", xp=None) -> LayeredNet:
+    """The paper's initialisation: zero biases, weights ``N(0, 2 / fan_in)`` (He et al., 2015).
+
+    The weights are drawn on the host with NumPy's PCG64 and then moved to the backend
+    (``xp``, default :func:`~gaugelit.backend.default_backend`), so a seed gives the same
+    network on the CPU and the GPU.
+    """
+    sizes = [int(n) for n in sizes]
+    if len(sizes) < 3 or min(sizes) < 1:
+        raise ValueError(f"sizes must list at least three positive layer widths, got {sizes}")
+    if np.dtype(dtype).name not in _FLOAT_KINDS:
+        raise TypeError(f"dtype {dtype} is not supported; use float32 or float64")
+    xp = xp or default_backend()
+    rng = np.random.default_rng(seed)
+    weights = [asarray(rng.standard_normal((m, n)) * math.sqrt(2.0 / n), xp, dtype)
+               for n, m in zip(sizes[:-1], sizes[1:])]
+    biases = [xp.zeros(m, dtype=dtype) for m in sizes[1:]]
+    return LayeredNet._trusted(weights, biases, xp)

@@ -1,0 +1,305 @@
+"""Minimum-norm gauge fixing: minimise ``F(a) = (1/p) sum_ij |W_ij|^p (a_i/a_j)^p`` (eq. 10).
+
+Both methods work in the log domain on ``M = |W|^p``: with ``u = log a`` the rescaled entry is
+``M_ij exp(p (u_i - u_j))``, so every quantity is a matrix-vector product of ``M`` with
+``exp(+-p u)``. The weights are rescaled once, at the end.
+
+Methods
+-------
+``"multiplicative"``
+    Algorithm 1 as published: every hidden unit updated at once with the factor of eq. (12),
+    ``a_i = (out_i / in_i)^(1/(4p))`` (the stationary point of the auxiliary function G, eq. 15).
+``"block"`` (the default)
+    Exact block-coordinate descent. The units of one layer do not interact in F, so a whole layer
+    takes its exact minimiser ``a_i = (out_i / in_i)^(1/(2p))`` at once; odd layers and even layers
+    alternate (each half-sweep reads every matrix once). Before each sweep, the slow mode of deep
+    networks -- one common scale per layer, which Algorithm 1 must diffuse through every layer --
+    is minimised exactly: F restricted to per-layer shifts is a small convex problem solved in
+    closed form (Newton's method on a tridiagonal system when there are dead units).
+    Each sweep costs two passes over ``M``, as one iteration of Algorithm 1 does.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .gauge import dead_units, rescale
+from .network import LayeredNet, check_p
+
+__all__ = ["minnorm", "MinNormResult", "ConvergenceWarning", "METHODS", "layer_shift"]
+
+METHODS = ("block", "multiplicative")
+
+
+class ConvergenceWarning(UserWarning):
+    """The solver stopped at ``max_iter`` before its stopping rule held."""
+
+
+@dataclass
+class MinNormResult:
+    """The outcome of :func:`minnorm`.
+
+    ``objective[t]`` and ``gamma[t]`` are ``sum |W|^p`` and the imbalance (eq. 20) before the first
+    update (``t = 0``) and after update ``t``; ``iterations`` updates were applied. ``passes``
+    counts the reads of ``M`` by matrix-vector products, in units of the whole network.
+    """
+    net: LayeredNet
+    factors: list
+    iterations: int
+    objective: np.ndarray
+    gamma: np.ndarray
+    dead_units: list
+    method: str
+    converged: bool
+    passes: float = field(default=0.0)
+
+
+class _LogScales:
+    """Log-factors ``u`` of the hidden units and the matrix-vector products that F needs.
+
+    ``fwd[l] = M[l] @ (live * exp(-p u_l))`` and ``bwd[l] = (live * exp(p u_{l+1})) @ M[l]``;
+    dead units keep ``u = 0`` and add the constant vectors ``fwd_dead`` / ``bwd_dead``.
+    """
+
+    def __init__(self, M, p, dead, xp):
+        self.M, self.p, self.xp, L = M, p, xp, len(M)
+        self.L = L
+        self.live = [None] + [~d for d in dead] + [None]      # None: input/output, all live
+        self.any_dead = [False] + [bool(d.any()) for d in dead] + [False]
+        dt = M[0].dtype
+        self.u = [None] + [xp.zeros(m.shape[0], dtype=dt) for m in M[:-1]] + [None]
+        self.fwd_dead = [M[l] @ dead[l - 1].astype(dt) if self.any_dead[l] else None for l in range(L)]
+        self.bwd_dead = [dead[l].astype(dt) @ M[l] if self.any_dead[l + 1] else None for l in range(L)]
+        self.fwd, self.bwd = [None] * L, [None] * L
+        self._size = [m.size for m in M]
+        self._total = float(sum(self._size))
+        self.passes = 0.0
+
+    # -- matrix-vector products -----------------------------------------------------------------
+    def _exp(self, k, sign):
+        if self.u[k] is None:
+            return None
+        e = self.xp.exp(sign * self.p * self.u[k])
+        return e * self.live[k] if self.any_dead[k] else e
+
+    def refresh_fwd(self, l):
+        w = self._exp(l, -1)
+        self.fwd[l] = self.M[l].sum(axis=1) if w is None else self.M[l] @ w
+        self.passes += self._size[l] / self._total
+
+    def refresh_bwd(self, l):
+        v = self._exp(l + 1, +1)
+        self.bwd[l] = self.M[l].sum(axis=0) if v is None else v @ self.M[l]
+        self.passes += self._size[l] / self._total
+
+    def refresh(self, layers_fwd, layers_bwd):
+        for l in layers_fwd:
+            self.refresh_fwd(l)
+        for l in layers_bwd:
+            self.refresh_bwd(l)
+
+    # -- quantities at the current u (all products up to date) ----------------------------------
+    def r(self, k):  # sum_j M_ij exp(-p u_j) over the units j feeding hidden unit i of layer k
+        f = self.fwd[k - 1]
+        return f if self.fwd_dead[k - 1] is None else f + self.fwd_dead[k - 1]
+
+    def s(self, k):  # sum_j M_ji exp(p u_j) over the units j that hidden unit i feeds
+        b = self.bwd[k]
+        return b if self.bwd_dead[k] is None else b + self.bwd_dead[k]
+
+    def objective(self) -> float:
+        total = 0.0
+        for l in range(self.L):
+            row = self.u[l + 1]
+            rl = self.fwd[l] if self.fwd_dead[l] is None else self.fwd[l] + self.fwd_dead[l]
+            total += float(rl.sum()) if row is None else float(self.xp.exp(self.p * row) @ rl)
+        return total
+
+    def gamma(self) -> float:
+        xp, g = self.xp, 0.0
+        for k in range(1, self.L):
+            e = xp.exp(self.p * self.u[k])
+            fan_in, fan_out = e * self.r(k), self.s(k) / e
+            if self.any_dead[k]:  # dead units: leave out, and keep 0/0 out of the arithmetic
+                fan_in = xp.where(self.live[k], fan_in, 1)
+                fan_out = xp.where(self.live[k], fan_out, 1)
+            ratio = xp.abs(fan_in - fan_out) / (fan_in + fan_out)
+            g = max(g, float(ratio.max()))
+        return g
+
+    def set_u(self, k, new):
+        """Move the live units of layer k to ``new``; dead units stay at ``u = 0``."""
+        self.u[k] = self.xp.where(self.live[k], new, 0) if self.any_dead[k] else new
+
+    def exact_layer(self, k):
+        """Block minimiser of F over layer k (others fixed): ``exp(2p u_i) = s_i / r_i``."""
+        r, s = self.r(k), self.s(k)
+        if self.any_dead[k]:
+            r, s = self.xp.where(self.live[k], r, 1), self.xp.where(self.live[k], s, 1)
+        return (self.xp.log(s) - self.xp.log(r)) / (2 * self.p)
+
+    def snapshot(self):
+        return [u.copy() for u in self.u[1:-1]]
+
+    def max_step(self, before) -> float:
+        """``max_i |a_i - 1|`` of the move from ``before`` to the current factors."""
+        return max(float(self.xp.abs(self.xp.expm1(u - b)).max()) for u, b in zip(self.u[1:-1], before))
+
+
+def layer_shift(A, B=None, C=None, tol=1e-13, max_iter=100):
+    """Minimise ``sum_l A_l e^{z_{l+1}-z_l} + B_l e^{z_{l+1}} + C_l e^{-z_l}`` over ``z_1..z_{L-1}``
+    (``z_0 = z_L = 0``): F restricted to one common log-scale shift ``z_k = p c_k`` per layer.
+
+    ``A_l`` sums the rescaled ``|W|^p`` of matrix ``l`` between live units, ``B_l`` from dead units of
+    layer ``l`` into live units, ``C_l`` from live units into dead units of layer ``l+1``. Without dead
+    units the minimiser is closed-form: every ``A_l e^{z_{l+1}-z_l}`` equals the geometric mean of A.
+    """
+    A = np.asarray(A, dtype=np.float64)
+    L = len(A)
+    B = np.zeros(L) if B is None else np.asarray(B, dtype=np.float64)
+    C = np.zeros(L) if C is None else np.asarray(C, dtype=np.float64)
+    if not (B.any() or C.any()):
+        t = np.log(A).mean() - np.log(A)                       # z_{l+1} - z_l
+        return np.cumsum(t)[:-1]
+    z = np.zeros(L + 1)
+
+    def F(z):
+        return float(np.sum(A * np.exp(z[1:] - z[:-1]) + B * np.exp(z[1:]) + C * np.exp(-z[:-1])))
+
+    # Layers whose terms are all zero (no live units) carry no information: keep their shift 0.
+    free = np.array([A[k - 1] + A[k] + B[k - 1] + C[k] > 0 for k in range(1, L)])
+    f = F(z)
+    for _ in range(max_iter):
+        e = A * np.exp(z[1:] - z[:-1])
+        grad = e[:-1] - e[1:] + B[:-1] * np.exp(z[1:-1]) - C[1:] * np.exp(-z[1:-1])
+        diag = e[:-1] + e[1:] + B[:-1] * np.exp(z[1:-1]) + C[1:] * np.exp(-z[1:-1])
+        H = np.diag(diag) - np.diag(e[1:-1], 1) - np.diag(e[1:-1], -1)
+        step = np.zeros(L - 1)
+        step[free] = np.linalg.solve(H[np.ix_(free, free)], -grad[free])
+        dec = -grad @ step
+        if dec < tol * max(f, 1.0):
+            break
+        t = 1.0
+        while True:                                            # backtracking keeps F decreasing
+            trial = z.copy()
+            trial[1:-1] += t * step
+            ft = F(trial)
+            if ft <= f - 0.25 * t * dec or t < 1e-10:
+                break
+            t *= 0.5
+        z, f = trial, ft
+    return z[1:-1]
+
+
+def _shift_layers(st: _LogScales):
+    """Apply the exact per-layer shift; update the products analytically (no pass over M)."""
+    xp, p, L = st.xp, st.p, st.L
+    A, B, C = np.zeros(L), np.zeros(L), np.zeros(L)
+    for l in range(L):
+        row = st.u[l + 1]
+        e = None if row is None else xp.exp(p * row)
+        if e is not None and st.any_dead[l + 1]:
+            live = st.live[l + 1]
+            A[l] = float(xp.where(live, e * st.fwd[l], 0).sum())
+            C[l] = float(xp.where(live, 0, st.fwd[l]).sum())
+            if st.fwd_dead[l] is not None:
+                B[l] = float(xp.where(live, e * st.fwd_dead[l], 0).sum())
+        else:
+            A[l] = float(st.fwd[l].sum() if e is None else e @ st.fwd[l])
+            if st.fwd_dead[l] is not None:
+                B[l] = float(st.fwd_dead[l].sum() if e is None else e @ st.fwd_dead[l])
+    if not np.all(A > 0):  # a layer without live-to-live weights: no well-posed common shift
+        return
+    c = np.concatenate([[0.0], layer_shift(A, B, C) / p, [0.0]])
+    for k in range(1, L):
+        st.set_u(k, st.u[k] + c[k])
+    for l in range(L):
+        st.fwd[l] = st.fwd[l] * math.exp(-p * c[l])
+        st.bwd[l] = st.bwd[l] * math.exp(p * c[l + 1])
+
+
+def _multiplicative_step(st: _LogScales) -> float:
+    """One update of Algorithm 1 at all hidden units at once: ``log a_i = (1/4p) log(out_i/in_i)``,
+    half the exact block step (eq. 12; the AM-GM bound of eq. 14 halves it)."""
+    L, before = st.L, st.snapshot()
+    for k, u in enumerate(before, start=1):
+        st.set_u(k, u + (st.exact_layer(k) - u) / 2)
+    st.refresh(range(L), range(L))
+    return st.max_step(before)
+
+
+def _block_step(st: _LogScales) -> float:
+    """One sweep: the exact layer shift, then exact minimisation over odd layers, then even ones.
+
+    ``fwd[l]`` reads ``u_l`` and ``bwd[l]`` reads ``u_{l+1}``, so after one parity moves only the
+    products reading it are refreshed: each matrix is read once per half-sweep.
+    """
+    L, before = st.L, st.snapshot()
+    _shift_layers(st)
+    for parity in (1, 0):
+        for k in range(parity or 2, L, 2):
+            st.set_u(k, st.exact_layer(k))
+        st.refresh([l for l in range(L) if l % 2 == parity], [l for l in range(L) if (l + 1) % 2 == parity])
+    return st.max_step(before)
+
+
+def minnorm(net: LayeredNet, p: float = 2.0, *, method: str | None = None, delta: float = 1e-3,
+            gamma_tol: float | None = None, max_iter: int = 10_000) -> MinNormResult:
+    """Rescale ``net`` to the minimum of ``sum_ij |W_ij|^p`` over its gauge orbit.
+
+    Parameters
+    ----------
+    p : the norm exponent, any finite ``p > 0``.
+    method : ``"block"`` (default, the fastest exact method) or ``"multiplicative"`` (Algorithm 1).
+    delta : stop once an update changes every factor by less than ``delta``: ``max_i |a_i - 1| < delta``
+        (Algorithm 1's rule; the last update is applied and counted).
+    gamma_tol : if given, replaces the delta rule: iterate until the imbalance (eq. 20) ``< gamma_tol``.
+    max_iter : at most this many updates; a :class:`ConvergenceWarning` says when it was reached.
+
+    Dead hidden units (all incoming or all outgoing weights zero) keep ``a = 1``; they are listed
+    in ``.dead_units`` (one index array per hidden layer) and left out of gamma.
+    """
+    p = check_p(p)
+    method = METHODS[0] if method is None else method
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    if not (delta > 0) or not math.isfinite(delta):
+        raise ValueError(f"delta must be finite and > 0, got {delta}")
+    if gamma_tol is not None and not (gamma_tol > 0):
+        raise ValueError(f"gamma_tol must be > 0, got {gamma_tol}")
+    xp = net.xp
+    M = [xp.abs(W) ** p for W in net.weights]
+    dead = dead_units(net)
+    st = _LogScales(M, p, dead, xp)
+    st.refresh(range(st.L), range(st.L))
+    step_fn = _block_step if method == "block" else _multiplicative_step
+    objective, gamma = [st.objective()], [st.gamma()]
+    converged, it = False, 0
+    while True:
+        if gamma_tol is not None and gamma[-1] < gamma_tol:
+            converged = True
+            break
+        if it >= max_iter:
+            break
+        step = step_fn(st)
+        it += 1
+        objective.append(st.objective())
+        gamma.append(st.gamma())
+        if not (math.isfinite(objective[-1]) and math.isfinite(step)):
+            raise FloatingPointError(f"minnorm: non-finite objective after update {it}; "
+                                     f"the weights' |W|^p may overflow {M[0].dtype} at p={p}")
+        if gamma_tol is None and step < delta:
+            converged = True
+            break
+    if not converged:
+        rule = f"gamma < {gamma_tol}" if gamma_tol is not None else f"max|a-1| < {delta}"
+        warnings.warn(f"minnorm ({method}): {rule} not reached in {max_iter} updates "
+                      f"(gamma = {gamma[-1]:.3g})", ConvergenceWarning, stacklevel=2)
+    factors = [xp.exp(u) for u in st.u[1:-1]]
+    return MinNormResult(net=rescale(net, factors), factors=factors, iterations=it,
+                         objective=np.array(objective), gamma=np.array(gamma),
+                         dead_units=[xp.nonzero(d)[0] for d in dead], method=method,
+                         converged=converged, passes=st.passes)
