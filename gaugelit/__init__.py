@@ -6,7 +6,10 @@ Algorithm 1 and faster exact ones, on NumPy or CuPy from one code path.
 from .backend import array_module, asarray, cupy_available, default_backend, to_numpy
 from .gauge import balance_gaps, dead_units, imbalance, pnorm, rescale, unit_norms
 from .network import ARCHITECTURES, LayeredNet, he_init
+from .settings import data_dir, scale
 from .solvers import METHODS, ConvergenceWarning, MinNormResult, minnorm
+from .training import (TrainingDiverged, egd_step, evaluate, loss_and_grads, regularizer, sgd_step,
+                       train)
 
 __version__ = "0.1.0"
 
@@ -14,5 +17,7 @@ __all__ = [
     "ARCHITECTURES", "LayeredNet", "he_init",
     "rescale", "pnorm", "unit_norms", "dead_units", "imbalance", "balance_gaps",
     "minnorm", "MinNormResult", "METHODS", "ConvergenceWarning",
+    "train", "TrainingDiverged", "loss_and_grads", "regularizer", "sgd_step", "egd_step", "evaluate",
     "array_module", "asarray", "cupy_available", "default_backend", "to_numpy",
+    "scale", "data_dir",
 ]
