@@ -1,0 +1,123 @@
+"""The equation ledger: the book displays and checks every equation from (10) to (37), and the parser
+reads the conventions of book/*.md correctly."""
+import textwrap
+
+import pytest
+
+from gaugelit import ledger
+
+
+def test_book_displays_and_checks_every_required_equation():
+    book = ledger.parse_book()
+    issues = ledger.problems(book)
+    assert not issues, "\n".join(issues)
+    rows = {r["number"]: r for r in ledger.ledger_rows(book, numbers=ledger.REQUIRED)}
+    for n in ledger.REQUIRED:
+        assert rows[n]["displayed"], f"eq-{n} is not displayed"
+        assert rows[n]["checks"] >= 1, f"eq-{n} has no check"
+        assert rows[n]["asserts"], f"a check of eq-{n} asserts nothing"
+
+
+def test_known_misprints_are_marked():
+    # The cut eq. (12), the missing |.| of eq. (20), W_ij for W_ji in eqs. (27) and (37), the
+    # missing power 1/p of eqs. (17)-(19): each must be shown and marked in the book.
+    marked = {r["number"] for r in ledger.ledger_rows() if r["typos"]}
+    assert {12, 17, 18, 19, 20, 27, 37} <= marked
+
+
+PAGE = textwrap.dedent('''\
+    ---
+    jupytext:
+      text_representation:
+        format_name: myst
+    ---
+    # A page
+
+    $$
+    F = 1
+    $$ (eq-10)
+
+    Text citing {eq}`eq-11` is not a display.
+
+    ```{math}
+    :label: eq-11
+    G = 2
+    ```
+
+    ```{code-cell} ipython3
+    # checks eq-10, eq-11
+    # typo eq-11: printed with a wrong sign
+    assert sp.simplify(lhs - rhs) == 0
+    ```
+
+    ```{code-cell} ipython3
+    :tags: [hide-input]
+
+    # checks eq-10
+    np.testing.assert_allclose(a, b)
+    x = "$$ (eq-99)"      # a label inside code is not a display
+    ```
+
+    ```{code-cell} ipython3
+    # checks eq-11
+    expr = sp.lambdify(x, y)
+    np.testing.assert_allclose(expr(1), 2)
+    ```
+
+    ```{code-cell} ipython3
+    # checks eq-12
+    y = 2    # a check of an equation that is not displayed, asserting nothing
+    ```
+    ''')
+
+
+@pytest.fixture
+def page(tmp_path):
+    path = tmp_path / "page.md"
+    path.write_text(PAGE)
+    return path
+
+
+def test_parser_reads_labels_checks_kinds_and_typos(page):
+    parsed = ledger.parse_page(page)
+    assert [(d.label, d.line) for d in parsed.displays] == [("eq-10", 10), ("eq-11", 15)]
+    kinds = [(c.label, c.how, c.asserts) for c in parsed.checks]
+    assert kinds == [("eq-10", "symbolic", True), ("eq-11", "symbolic", True), ("eq-10", "numeric", True),
+                     ("eq-11", "both", True), ("eq-12", "numeric", False)]
+    assert [(t.label, t.note) for t in parsed.typos] == [("eq-11", "printed with a wrong sign")]
+
+
+def test_rows_and_problems(page):
+    parsed = ledger.parse_page(page)
+    rows = {r["label"]: r for r in ledger.ledger_rows(parsed, numbers=[13])}
+    assert list(rows) == ["eq-10", "eq-11", "eq-12", "eq-13"]
+    assert rows["eq-10"]["how"] == "both" and rows["eq-10"]["checks"] == 2
+    assert rows["eq-11"]["typos"] == ["printed with a wrong sign"] and rows["eq-11"]["how"] == "both"
+    assert rows["eq-13"]["checks"] == 0 and rows["eq-13"]["how"] == ""
+    issues = ledger.problems(parsed, required=[10, 11, 13])
+    assert any("eq-13 is not displayed" in s for s in issues)
+    assert any("eq-13 has no check" in s for s in issues)
+    assert any("checks eq-12, which no page displays" in s for s in issues)
+    assert any("checks eq-12 but asserts nothing" in s for s in issues)
+    assert not any("eq-10" in s or "eq-11" in s for s in issues)
+
+
+def test_a_missing_check_fails(tmp_path, page):
+    (tmp_path / "other.md").write_text("$$ x $$ (eq-10)\n")
+    issues = ledger.problems(ledger.parse_book(tmp_path), required=[10, 11])
+    assert any("eq-10 is displayed 2 times" in s for s in issues)
+
+
+def test_table_escapes_pipes_and_links(page):
+    rows = ledger.ledger_rows(ledger.parse_page(page))
+    rows[1]["typos"] = ["|W| is wrong"]
+    table = ledger.markdown_table(rows)
+    assert "{eq}`eq-10`" in table and "{doc}`page <page>`" in table and "\\|W\\|" in table
+    assert "(12)" in table                                      # not displayed: no cross-reference
+
+
+def test_unclosed_code_cell_is_an_error(tmp_path):
+    bad = tmp_path / "bad.md"
+    bad.write_text("```{code-cell} ipython3\n# checks eq-10\n")
+    with pytest.raises(ValueError, match="unclosed code cell"):
+        ledger.parse_page(bad)
