@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-.PHONY: venv test nbtest book clean
+.PHONY: venv test nbtest book bench clean
 
 venv: $(VENV)/.installed
 
@@ -42,6 +42,11 @@ book: venv
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going 2>&1 | tee _build/book.log
 	! grep -qE 'Execution Failed|Executing notebook failed' _build/book.log
 	test -f _build/html/index.html
+
+# The benchmark suite at full size (torch, for row 4, comes with `pip install -e '.[bench]'`;
+# without it that row says skipped). Writes bench/results/<machine>.json; tests run it tiny.
+bench: venv
+	$(PY) bench/suite.py
 
 clean:
 	rm -rf _build _nbval

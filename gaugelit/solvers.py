@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .gauge import dead_units, rescale
+from .backend import array_module
+from .gauge import _abs_pow, _rescale_trusted, dead_units
 from .network import LayeredNet, check_p
 
 __all__ = ["minnorm", "MinNormResult", "ConvergenceWarning", "METHODS", "layer_shift"]
@@ -61,22 +62,65 @@ class _LogScales:
     """Log-factors ``u`` of the hidden units and the matrix-vector products that F needs.
 
     ``fwd[l] = M[l] @ (live * exp(-p u_l))`` and ``bwd[l] = (live * exp(p u_{l+1})) @ M[l]``;
-    dead units keep ``u = 0`` and add the constant vectors ``fwd_dead`` / ``bwd_dead``.
+    dead units keep their ``u`` (0 unless ``u`` is given) and add the constant vectors
+    ``fwd_dead`` / ``bwd_dead``.
+
+    The first products double as the dead-unit test: ``M >= 0``, so a unit is dead exactly where
+    its in-sum or out-sum vanishes, and a network without dead units pays no extra pass for it.
+    Only when some sum is 0 is ``dead_units_of()`` (the exact test on ``W != 0``) called.
     """
 
-    def __init__(self, M, p, dead, xp):
-        self.M, self.p, self.xp, L = M, p, xp, len(M)
-        self.L = L
-        self.live = [None] + [~d for d in dead] + [None]      # None: input/output, all live
-        self.any_dead = [False] + [bool(d.any()) for d in dead] + [False]
-        dt = M[0].dtype
-        self.u = [None] + [xp.zeros(m.shape[0], dtype=dt) for m in M[:-1]] + [None]
-        self.fwd_dead = [M[l] @ dead[l - 1].astype(dt) if self.any_dead[l] else None for l in range(L)]
-        self.bwd_dead = [dead[l].astype(dt) @ M[l] if self.any_dead[l + 1] else None for l in range(L)]
+    def __init__(self, M, p, xp, dead_units_of, u=None, products=None):
+        self.p, self.xp = p, xp
+        if products is None:
+            self._M = M
+            shapes = [m.shape for m in M]
+        else:   # the first products come from elsewhere; M (a callable) is formed only if needed
+            self._M, self._form_M = None, M
+            shapes = [(f.shape[0], b.shape[0]) for f, b in zip(*products)]
+        L = self.L = len(shapes)
+        dt = (M[0] if products is None else products[0][0]).dtype
+        hidden = [xp.zeros(n, dtype=dt) for n, _ in shapes[:-1]] if u is None else list(u)
+        self.u = [None] + hidden + [None]
+        self.live = [None] * (L + 1)                           # None: all live
+        self.any_dead = [False] * (L + 1)
+        self.fwd_dead, self.bwd_dead = [None] * L, [None] * L
         self.fwd, self.bwd = [None] * L, [None] * L
-        self._size = [m.size for m in M]
+        self._ones_in = xp.ones(shapes[0][1], dtype=dt)        # the input units' exp(-p u) = 1
+        self._ones_out = xp.ones(shapes[-1][0], dtype=dt)      # the output units' exp(p u) = 1
+        self._size = [n * m for n, m in shapes]
         self._total = float(sum(self._size))
         self.passes = 0.0
+        if products is None:
+            self.refresh(range(L), range(L))
+        else:
+            self.fwd, self.bwd = list(products[0]), list(products[1])
+            self.passes += 2.0
+        zero = xp.zeros((), dtype=bool)
+        for k in range(1, L):                                  # one host sync for all layers
+            zero = zero | (self.fwd[k - 1] == 0).any() | (self.bwd[k] == 0).any()
+        self.dead = None
+        if bool(zero):
+            self._set_dead(dead_units_of())
+
+    @property
+    def M(self):
+        if self._M is None:
+            self._M = self._form_M()
+        return self._M
+
+    def _set_dead(self, dead):
+        """Take the dead-unit masks into account: the products are recomputed over live units."""
+        xp, L = self.xp, self.L
+        self.dead = dead
+        self.live = [None] + [~d for d in dead] + [None]
+        self.any_dead = [False] + [bool(d.any()) for d in dead] + [False]
+        for l in range(L):
+            if self.any_dead[l]:
+                self.fwd_dead[l] = self.M[l] @ (dead[l - 1] * xp.exp(-self.p * self.u[l]))
+            if self.any_dead[l + 1]:
+                self.bwd_dead[l] = (dead[l] * xp.exp(self.p * self.u[l + 1])) @ self.M[l]
+        self.refresh(range(L), range(L))
 
     # -- matrix-vector products -----------------------------------------------------------------
     def _exp(self, k, sign):
@@ -85,14 +129,16 @@ class _LogScales:
         e = self.xp.exp(sign * self.p * self.u[k])
         return e * self.live[k] if self.any_dead[k] else e
 
+    # Row and column sums are matrix-vector products with ones: BLAS gemv reads M once at full
+    # speed, where NumPy's M.sum(axis=1) is several times slower.
     def refresh_fwd(self, l):
         w = self._exp(l, -1)
-        self.fwd[l] = self.M[l].sum(axis=1) if w is None else self.M[l] @ w
+        self.fwd[l] = self.M[l] @ (self._ones_in if w is None else w)
         self.passes += self._size[l] / self._total
 
     def refresh_bwd(self, l):
         v = self._exp(l + 1, +1)
-        self.bwd[l] = self.M[l].sum(axis=0) if v is None else v @ self.M[l]
+        self.bwd[l] = (self._ones_out if v is None else v) @ self.M[l]
         self.passes += self._size[l] / self._total
 
     def refresh(self, layers_fwd, layers_bwd):
@@ -119,7 +165,7 @@ class _LogScales:
         return total
 
     def gamma(self) -> float:
-        xp, g = self.xp, 0.0
+        xp, g = self.xp, []
         for k in range(1, self.L):
             e = xp.exp(self.p * self.u[k])
             fan_in, fan_out = e * self.r(k), self.s(k) / e
@@ -127,12 +173,12 @@ class _LogScales:
                 fan_in = xp.where(self.live[k], fan_in, 1)
                 fan_out = xp.where(self.live[k], fan_out, 1)
             ratio = xp.abs(fan_in - fan_out) / (fan_in + fan_out)
-            g = max(g, float(ratio.max()))
-        return g
+            g.append(ratio.max())
+        return float(xp.stack(g).max())                   # one host sync, not one per layer
 
     def set_u(self, k, new):
-        """Move the live units of layer k to ``new``; dead units stay at ``u = 0``."""
-        self.u[k] = self.xp.where(self.live[k], new, 0) if self.any_dead[k] else new
+        """Move the live units of layer k to ``new``; dead units keep their ``u``."""
+        self.u[k] = self.xp.where(self.live[k], new, self.u[k]) if self.any_dead[k] else new
 
     def exact_layer(self, k):
         """Block minimiser of F over layer k (others fixed): ``exp(2p u_i) = s_i / r_i``."""
@@ -142,11 +188,13 @@ class _LogScales:
         return (self.xp.log(s) - self.xp.log(r)) / (2 * self.p)
 
     def snapshot(self):
-        return [u.copy() for u in self.u[1:-1]]
+        # No copies: every move (set_u) binds a new array, so the old ones stay as they were.
+        return list(self.u[1:-1])
 
     def max_step(self, before) -> float:
         """``max_i |a_i - 1|`` of the move from ``before`` to the current factors."""
-        return max(float(self.xp.abs(self.xp.expm1(u - b)).max()) for u, b in zip(self.u[1:-1], before))
+        xp = self.xp                                     # one host sync, not one per layer
+        return float(xp.stack([xp.abs(xp.expm1(u - b)).max() for u, b in zip(self.u[1:-1], before)]).max())
 
 
 def layer_shift(A, B=None, C=None, tol=1e-13, max_iter=100):
@@ -221,14 +269,21 @@ def _shift_layers(st: _LogScales):
         st.bwd[l] = st.bwd[l] * math.exp(p * c[l + 1])
 
 
-def _multiplicative_step(st: _LogScales) -> float:
+def _multiplicative_update(st: _LogScales) -> float:
     """One update of Algorithm 1 at all hidden units at once: ``log a_i = (1/4p) log(out_i/in_i)``,
-    half the exact block step (eq. 12; the AM-GM bound of eq. 14 halves it)."""
-    L, before = st.L, st.snapshot()
+    half the exact block step (eq. 12; the AM-GM bound of eq. 14 halves it). Returns
+    ``max_i |a_i - 1|``; the products are left stale (the caller refreshes them if it goes on)."""
+    before = st.snapshot()
     for k, u in enumerate(before, start=1):
         st.set_u(k, u + (st.exact_layer(k) - u) / 2)
-    st.refresh(range(L), range(L))
     return st.max_step(before)
+
+
+def _multiplicative_step(st: _LogScales) -> float:
+    """:func:`_multiplicative_update`, then the products at the new factors (two passes over M)."""
+    step = _multiplicative_update(st)
+    st.refresh(range(st.L), range(st.L))
+    return step
 
 
 def _block_step(st: _LogScales) -> float:
@@ -271,10 +326,8 @@ def minnorm(net: LayeredNet, p: float = 2.0, *, method: str | None = None, delta
     if gamma_tol is not None and not (gamma_tol > 0):
         raise ValueError(f"gamma_tol must be > 0, got {gamma_tol}")
     xp = net.xp
-    M = [xp.abs(W) ** p for W in net.weights]
-    dead = dead_units(net)
-    st = _LogScales(M, p, dead, xp)
-    st.refresh(range(st.L), range(st.L))
+    M = [_abs_pow(W, p, xp) for W in net.weights]
+    st = _LogScales(M, p, xp, lambda: dead_units(net))
     step_fn = _block_step if method == "block" else _multiplicative_step
     objective, gamma = [st.objective()], [st.gamma()]
     converged, it = False, 0
@@ -299,7 +352,37 @@ def minnorm(net: LayeredNet, p: float = 2.0, *, method: str | None = None, delta
         warnings.warn(f"minnorm ({method}): {rule} not reached in {max_iter} updates "
                       f"(gamma = {gamma[-1]:.3g})", ConvergenceWarning, stacklevel=2)
     factors = [xp.exp(u) for u in st.u[1:-1]]
-    return MinNormResult(net=rescale(net, factors), factors=factors, iterations=it,
+    dead = st.dead if st.dead is not None else [xp.zeros(n, dtype=bool) for n in net.sizes[1:-1]]
+    return MinNormResult(net=_rescale_trusted(net, factors), factors=factors, iterations=it,
                          objective=np.array(objective), gamma=np.array(gamma),
                          dead_units=[xp.nonzero(d)[0] for d in dead], method=method,
                          converged=converged, passes=st.passes)
+
+
+def _algorithm1_in_log_domain(M, p, u, delta, max_iter, dead_units_of, products=None):
+    """Algorithm 1 for a training loop that keeps its gauge factors in the log domain.
+
+    ``M[l] = |S_l|^p`` of stored weights ``S`` whose network is ``W_l = s diag(exp u_{l+1}) S_l
+    diag(exp -u_l)`` (``u`` per hidden layer, ``s > 0`` common to all layers). Algorithm 1's
+    factors are unchanged by the common ``s`` (it scales every in- and out-sum by ``s^p``), so its
+    updates of ``W`` are exactly updates of ``u`` from the given ``u``: the same arithmetic as
+    :func:`minnorm` with ``method="multiplicative"`` and its delta rule, without the objective and
+    gamma records, and without the products the stopping update does not need.
+
+    ``products``: the first products ``(fwd, bwd)`` at ``u`` when the caller has them (the training
+    step computes them while it writes the weights); ``M`` is then a callable that forms the list,
+    called only if a second update or a dead unit needs it.
+
+    Returns ``(u, iterations, converged)``; raises ``FloatingPointError`` on a non-finite update.
+    """
+    xp = array_module(*(M if products is None else products[0]))
+    st = _LogScales(M, p, xp, dead_units_of, u=u, products=products)
+    for it in range(1, max_iter + 1):
+        step = _multiplicative_update(st)
+        if not math.isfinite(step):
+            raise FloatingPointError(f"Algorithm 1: non-finite update {it}; the weights' |W|^p "
+                                     f"may overflow {st.u[1].dtype} at p={p}")
+        if step < delta:
+            return st.u[1:-1], it, True
+        st.refresh(range(st.L), range(st.L))
+    return st.u[1:-1], max_iter, False

@@ -2,13 +2,16 @@
 the regularised loss (eq. 33), and the training loop with optional gauge fixing before each step."""
 from __future__ import annotations
 
+import math
 import time
+import warnings
 
 import numpy as np
 
 from .backend import array_module
+from .gauge import _abs_pow, dead_units
 from .network import LayeredNet, check_p
-from .solvers import minnorm
+from .solvers import ConvergenceWarning, _algorithm1_in_log_domain
 
 __all__ = ["TrainingDiverged", "loss_and_grads", "regularizer", "sgd_step", "egd_step", "evaluate",
            "train", "OPTIMIZERS"]
@@ -132,6 +135,216 @@ def egd_step(net: LayeredNet, grad_weights, grad_biases, lr: float, weight_decay
         b *= xp.exp(-lr * xp.sign(b) * grad_biases[l])
 
 
+class _StoredNet:
+    """The network a training loop owns, kept so that gauge fixing and weight decay never rewrite it.
+
+    The weights and biases are ``W_l = s diag(e^{u_{l+1}}) S_l diag(e^{-u_l})`` and
+    ``b_l = e^{u_{l+1}} c_l``, with log gauge factors ``u`` per hidden layer (``u = 0`` on input
+    and output units) and one weight-decay scale ``s > 0``. A gauge transformation only moves
+    ``u`` and SGD's decay ``W <- (1 - lr lambda) W`` only moves ``s``: no pass over the weights.
+    Since ReLU is positively homogeneous, the forward pass runs on ``(S, c)`` with ``s`` applied
+    to each layer's product (``t_l = e^{-u_l} h_l``), and back-propagation carries
+    ``d_l = e^{u_l} dloss/dz_l``. The true gradient is ``diag(e^{-u_{l+1}}) d^T t diag(e^{u_l})``,
+    so an optimizer step is one rank-``batch`` update of ``S`` with its small factors scaled.
+    :meth:`materialize` writes the true network into ``S`` and ``c`` (once per epoch).
+
+    The update is written in row blocks that fit the CPU core's cache; with gauge fixing on, each
+    block's ``|S|^p`` is taken right after it is written, giving the products the next solve of
+    Algorithm 1 starts from. On a balanced network that solve stops after one update, so gauge
+    fixing costs no extra pass over the weights (the GPU takes each matrix as one block).
+    """
+
+    #: fold u and s into the arrays when factors drift this far (keeps S well inside float range)
+    U_MAX, S_MIN = 8.0, 1e-2
+    #: on the CPU, weights are updated in row blocks of about this many bytes, so that each block's
+    #: gradient, update and |S|^p stay in the core's cache (the GPU takes each matrix whole)
+    BLOCK_BYTES = 1 << 19
+
+    def __init__(self, net: LayeredNet):
+        xp = self.xp = net.xp
+        self.S = [W.copy() for W in net.weights]
+        self.c = [b.copy() for b in net.biases]
+        self.u = [xp.zeros(n, dtype=net.dtype) for n in net.sizes[1:-1]]
+        self.s = 1.0
+        self.u_zero = True             # u == 0: skip the factor arithmetic
+        item = np.dtype(net.dtype).itemsize
+        self.rows = [W.shape[0] if xp is not np else
+                     max(1, min(W.shape[0], self.BLOCK_BYTES // (item * W.shape[1]))) for W in self.S]
+        self.block = [xp.empty((r, W.shape[1]), dtype=W.dtype) for r, W in zip(self.rows, self.S)]
+        self._M = None                 # |S|^p, allocated when a solve needs a second update
+        self.gauge_p = None            # the exponent of the gauge fixing, once it is on
+        self._products = None          # Algorithm 1's first products at (S, u), from the last step
+
+    @property
+    def net(self) -> LayeredNet:
+        """The stored arrays as a network (the true one only right after :meth:`materialize`)."""
+        return LayeredNet._trusted(self.S, self.c, self.xp)
+
+    def materialize(self) -> LayeredNet:
+        """Fold ``u`` and ``s`` into ``S`` and ``c`` in place; return the true network."""
+        xp = self.xp
+        if self.u_zero and self.s == 1.0:
+            return self.net
+        e = [None] + [None if self.u_zero else xp.exp(u) for u in self.u] + [None]
+        for l, S in enumerate(self.S):
+            if e[l + 1] is not None:
+                xp.multiply(S, (self.s * e[l + 1])[:, None], out=S)
+                self.c[l] *= e[l + 1]
+            elif self.s != 1.0:
+                S *= self.s
+            if e[l] is not None:
+                xp.divide(S, e[l][None, :], out=S)
+        self.u = [xp.zeros_like(u) for u in self.u]
+        self.s, self.u_zero, self._products = 1.0, True, None
+        return self.net
+
+    def maybe_fold(self):
+        """Materialize when ``u`` or ``s`` have drifted far (a host sync: call it now and then)."""
+        if self.s < self.S_MIN or (not self.u_zero and
+                                   max(float(self.xp.abs(u).max()) for u in self.u) > self.U_MAX):
+            self.materialize()
+
+    def gauge_fix(self, p, delta, max_iter=10_000) -> int:
+        """Algorithm 1 (tolerance ``delta``) on the true weights; returns its number of updates.
+
+        Its first products come from the last step, which computed them as it wrote the weights,
+        or else from one blocked pass over ``S``; ``|S|^p`` is formed only if a second update (or a
+        dead unit) needs it."""
+        if self._products is None or self.gauge_p != p:
+            self.gauge_p = p
+            self._products = self._blocked_pass(None)
+        u, iterations, converged = _algorithm1_in_log_domain(
+            self._power_matrices, p, self.u, delta, max_iter, lambda: dead_units(self.net),
+            products=self._products)
+        self.u, self.u_zero, self._products = list(u), False, None
+        if not converged:
+            warnings.warn(f"gauge fixing: max|a-1| < {delta} not reached in {max_iter} updates",
+                          ConvergenceWarning, stacklevel=3)
+        return iterations
+
+    def _power_matrices(self):
+        xp, p = self.xp, self.gauge_p
+        if self._M is None:
+            self._M = [xp.empty_like(S) for S in self.S]
+        return [_abs_pow(S, p, xp, out=M) for S, M in zip(self.S, self._M)]
+
+    def _product_weights(self):
+        """``exp(-p u)`` at each matrix's input units and ``exp(p u)`` at its output units."""
+        xp, p, dt = self.xp, self.gauge_p, self.S[0].dtype
+        w = [xp.ones(self.S[0].shape[1], dtype=dt)] + [xp.exp(-p * u) for u in self.u]
+        v = [xp.exp(p * u) for u in self.u] + [xp.ones(self.S[-1].shape[0], dtype=dt)]
+        return w, v
+
+    def _blocked_pass(self, update):
+        """One pass over the weights, row block by row block: ``update(l, r0, r1, block)`` (if any)
+        writes rows ``r0:r1`` of ``S_l``, then, with the gauge fixing on, ``|S|^p`` of the block
+        (in the block buffer, still in cache) adds to the products Algorithm 1 starts from:
+        ``fwd_l = |S_l|^p exp(-p u_l)`` and ``bwd_l = exp(p u_{l+1}) |S_l|^p``."""
+        xp, p = self.xp, self.gauge_p
+        if p is None:
+            for l in range(len(self.S) - 1, -1, -1):
+                for r0 in range(0, self.S[l].shape[0], self.rows[l]):
+                    r1 = min(r0 + self.rows[l], self.S[l].shape[0])
+                    update(l, r0, r1, self.block[l][:r1 - r0])
+            return None
+        w, v = self._product_weights()
+        fwd, bwd = [None] * len(self.S), [None] * len(self.S)
+        for l in range(len(self.S) - 1, -1, -1):
+            S, n = self.S[l], self.S[l].shape[0]
+            fwd[l] = xp.empty(n, dtype=S.dtype)
+            bwd[l] = xp.zeros(S.shape[1], dtype=S.dtype)
+            for r0 in range(0, n, self.rows[l]):
+                r1 = min(r0 + self.rows[l], n)
+                block = self.block[l][:r1 - r0]
+                if update is not None:
+                    update(l, r0, r1, block)
+                M = _abs_pow(S[r0:r1], p, xp, out=block)
+                xp.matmul(M, w[l], out=fwd[l][r0:r1])
+                bwd[l] += v[l][r0:r1] @ M
+        return fwd, bwd
+
+    def _forward(self, X):
+        """Outputs and the stored activations ``t_l`` that feed ``S_l`` (``t_0 = X``)."""
+        xp, L, acts, t = self.xp, len(self.S), [X], X
+        for l, (S, c) in enumerate(zip(self.S, self.c)):
+            t = t @ S.T
+            if self.s != 1.0:
+                t *= self.s
+            t += c
+            if l < L - 1:
+                xp.maximum(t, 0, out=t)
+                acts.append(t)
+        return t, acts
+
+    def step(self, X, y, loss, optimizer, lr, weight_decay, train_hidden_biases=False,
+             extra_weights=None, extra_biases=None):
+        """One optimizer step on the batch ``(X, y)``; returns the batch loss (0-d array).
+
+        ``extra_weights``/``extra_biases`` are gradients added to the data gradient (the soft gauge
+        penalty); they are in true coordinates, so they need ``materialize()`` first.
+        """
+        xp, L = self.xp, len(self.S)
+        if extra_weights is not None and not (self.u_zero and self.s == 1.0):
+            raise RuntimeError("_StoredNet.step: extra gradients need a materialized network")
+        decay = 1.0 - lr * weight_decay if optimizer == "sgd" else math.exp(-lr * weight_decay)
+        if decay <= 0:                   # not a positive scale: apply it to the arrays directly
+            self.materialize()
+        out, acts = self._forward(X)
+        value, d = _loss_and_output_grad(xp, out, y, loss)        # d_L: output units have u = 0
+        e = [None] + ([None] * (L - 1) if self.u_zero else [xp.exp(u) for u in self.u]) + [None]
+        trained = set(_trained_biases(self.net, train_hidden_biases))
+        factors = [None] * L           # per layer: the update's small left and right factors
+        for l in range(L - 1, -1, -1):
+            S, t = self.S[l], acts[l]
+            d_below = None
+            if l:                                                # back-propagate before S_l moves
+                d_below = d @ S
+                if self.s != 1.0:
+                    d_below *= self.s
+                d_below *= t > 0
+            if optimizer == "sgd":       # W_new = decay W - lr G  <=>  s *= decay, S += alpha (...)
+                alpha = -lr / (decay * self.s) if decay > 0 else -lr
+                left = d * (alpha if e[l + 1] is None else alpha / (e[l + 1] * e[l + 1]))
+                right = t if e[l] is None else t * (e[l] * e[l])
+            else:                        # EGD: S *= exp(-lr sign(S) G), decay goes into s
+                alpha = -lr
+                left = d * (-lr if e[l + 1] is None else -lr / e[l + 1])
+                right = t if e[l] is None else t * e[l]
+            factors[l] = (left, right, alpha)
+            if l in trained:
+                gb = d.sum(axis=0)                               # e^{u} times the true gradient
+                if e[l + 1] is not None:
+                    gb /= e[l + 1]
+                if extra_biases is not None:
+                    gb += extra_biases[l]
+                c = self.c[l]
+                if optimizer == "sgd":   # c = e^{-u} b moves by e^{-u} times b's step
+                    c -= lr * (gb if e[l + 1] is None else gb / e[l + 1])
+                else:
+                    c *= xp.exp(-lr * xp.sign(c) * gb)
+            d = d_below
+
+        def update(l, r0, r1, G):        # rows r0:r1 of S_l; G is a cache-sized buffer
+            left, right, alpha = factors[l]
+            S = self.S[l][r0:r1]
+            xp.matmul(left[:, r0:r1].T, right, out=G)            # alpha times the gradient rows
+            if extra_weights is not None:
+                G += alpha * extra_weights[l][r0:r1]
+            if optimizer == "sgd":
+                if decay <= 0:
+                    S *= decay
+                S += G
+            else:
+                G *= xp.sign(S)
+                xp.exp(G, out=G)
+                S *= G
+
+        self._products = self._blocked_pass(update)
+        if decay > 0:
+            self.s *= decay
+        return value
+
+
 _STEPS = {"sgd": sgd_step, "egd": egd_step}
 
 
@@ -165,7 +378,9 @@ def train(net: LayeredNet, X, y, *, optimizer: str = "sgd", p: float | None = No
     ``p``, ``lr`` and ``weight_decay`` default to the paper's values for the optimizer
     (:data:`OPTIMIZERS`). With ``gauge_fix``, Algorithm 1 (tolerance ``delta``, exponent ``p``)
     rebalances the weights before every step; the balanced weights carry over to the next step, so
-    once balanced each solve needs few updates. ``soft_gauge`` adds the soft gauge-fixing penalty
+    once balanced each solve needs few updates. The loop keeps the gauge factors in the log domain
+    and the weight decay in one scale (``_StoredNet``), so neither rewrites the weights: a
+    gauge-fixed step costs little more than a plain one. ``soft_gauge`` adds the soft gauge-fixing penalty
     of :func:`gaugelit.soft_gauge.soft_gauge_penalty` with that strength to the loss.
 
     ``history`` holds per-epoch lists (entry 0 is the untrained network): ``epoch``, ``lr``,
@@ -198,10 +413,13 @@ def train(net: LayeredNet, X, y, *, optimizer: str = "sgd", p: float | None = No
         raise ValueError("train: X has non-finite entries")
     if soft_gauge:
         from .soft_gauge import soft_gauge_penalty
-    from tqdm.auto import tqdm
+    if progress:    # tqdm.auto picks the notebook widget; imported only when a bar is wanted
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
 
-    step_fn = _STEPS[optimizer]
-    net = net.copy()
+    state = _StoredNet(net)
+    net = state.net
     X = X.astype(net.dtype, copy=False)
     n = X.shape[0]
     steps_per_epoch = -(-n // batch_size)
@@ -235,17 +453,16 @@ def train(net: LayeredNet, X, y, *, optimizer: str = "sgd", p: float | None = No
             batch = order[s * batch_size:(s + 1) * batch_size]
             if gauge_fix:
                 try:
-                    fixed = minnorm(net, p, method="multiplicative", delta=delta)
+                    iterations = state.gauge_fix(p, delta)
                 except FloatingPointError as err:
                     raise TrainingDiverged(f"train: weights non-finite before epoch {epoch}, step {s + 1}"
                                            f" (gauge fixing failed: {err})") from None
-                net, gauge_iterations = fixed.net, gauge_iterations + fixed.iterations
-            value, gw, gb = _loss_and_grads(net, X[batch], y[batch], loss, xp)
+                gauge_iterations += iterations
+            extra_w = extra_b = None
             if soft_gauge:
-                _, sw, sb = soft_gauge_penalty(net, soft_gauge)
-                gw = [g + h for g, h in zip(gw, sw)]
-                gb = [g + h for g, h in zip(gb, sb)]
-            step_fn(net, gw, gb, lr, weight_decay, train_hidden_biases=train_hidden_biases)
+                _, extra_w, extra_b = soft_gauge_penalty(state.materialize(), soft_gauge)
+            value = state.step(X[batch], y[batch], loss, optimizer, lr, weight_decay,
+                               train_hidden_biases, extra_w, extra_b)
             losses[s] = value
             if (s + 1) % check_every == 0 or s + 1 == steps_per_epoch:
                 window = losses[s + 1 - ((s % check_every) + 1):s + 1]
@@ -255,8 +472,10 @@ def train(net: LayeredNet, X, y, *, optimizer: str = "sgd", p: float | None = No
                     bar.close()
                     raise TrainingDiverged(f"train: non-finite loss at epoch {epoch}, step {first + 1} "
                                            f"of {steps_per_epoch} (lr={lr:g}); lower the learning rate")
+                state.maybe_fold()
                 bar.update(len(window))
                 bar.set_postfix(epoch=epoch, loss=f"{float(window[-1]):.4g}", refresh=False)
+        net = state.materialize()
         seconds = time.perf_counter() - start
         lr *= lr_decay
         record(epoch, seconds, gauge_iterations)
