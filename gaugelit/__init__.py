@@ -4,9 +4,13 @@ Layered ReLU networks, their rescaling (gauge) symmetry, the minimum-norm solver
 Algorithm 1 and faster exact ones, on NumPy or CuPy from one code path.
 """
 from .backend import array_module, asarray, cupy_available, default_backend, to_numpy
+from .data import load_dataset
+from .flows import FlowResult, balance_rate, flow_velocity, integrate_flow
 from .gauge import balance_gaps, dead_units, imbalance, pnorm, rescale, unit_norms
 from .network import ARCHITECTURES, LayeredNet, he_init
 from .settings import data_dir, scale
+from .soft_gauge import (GaugeCoordinates, gauge_coordinates, generator_gram, rescaling_generators,
+                         soft_gauge_flow, soft_gauge_penalty)
 from .solvers import METHODS, ConvergenceWarning, MinNormResult, minnorm
 from .training import (TrainingDiverged, egd_step, evaluate, loss_and_grads, regularizer, sgd_step,
                        train)
@@ -18,6 +22,9 @@ __all__ = [
     "rescale", "pnorm", "unit_norms", "dead_units", "imbalance", "balance_gaps",
     "minnorm", "MinNormResult", "METHODS", "ConvergenceWarning",
     "train", "TrainingDiverged", "loss_and_grads", "regularizer", "sgd_step", "egd_step", "evaluate",
+    "flow_velocity", "balance_rate", "integrate_flow", "FlowResult",
+    "soft_gauge_penalty", "soft_gauge_flow", "gauge_coordinates", "GaugeCoordinates",
+    "rescaling_generators", "generator_gram",
     "array_module", "asarray", "cupy_available", "default_backend", "to_numpy",
-    "scale", "data_dir",
+    "scale", "data_dir", "load_dataset",
 ]

@@ -1,0 +1,115 @@
+"""Command line: ``gaugelit reproduce`` runs the grid of Figs. 3-4, ``gaugelit summary`` prints it.
+
+    python -m gaugelit reproduce --scale ci                # the CI grid, a few minutes on a CPU
+    python -m gaugelit reproduce --scale paper --dry-run   # list the paper's 240 runs
+    python -m gaugelit reproduce --scale paper --datasets mnist --seeds 0 1
+    python -m gaugelit summary --scale ci
+
+Finished runs are skipped, so rerunning the same command resumes an interrupted sweep.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .settings import scale as env_scale
+
+_GAUGE = {"on": True, "off": False}
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .data import DATASETS
+    from .network import ARCHITECTURES
+    from .training import OPTIMIZERS
+
+    parser = argparse.ArgumentParser(prog="gaugelit", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    rep = sub.add_parser("reproduce", help="run the learning experiments of section 4 (Figs. 3-4)",
+                         description="Run the grid datasets x architectures x optimizers x gauge "
+                                     "fixing x seeds; each finished run is written to "
+                                     "OUT/SCALE/RUN-ID.json and skipped when the command is rerun.")
+    summ = sub.add_parser("summary", help="print the last epoch of every finished run, averaged over seeds")
+    for p in (rep, summ):
+        p.add_argument("--scale", choices=("ci", "paper"), default=None,
+                       help="ci: small subset and few epochs; paper: section 4.1's settings "
+                            "(default: GAUGELIT_SCALE, else ci)")
+        p.add_argument("--out", default=None, help="results folder (default: results/ of the repository)")
+    rep.add_argument("--datasets", nargs="+", choices=list(DATASETS), help="default: the scale's")
+    rep.add_argument("--archs", nargs="+", choices=list(ARCHITECTURES), help="default: the scale's")
+    rep.add_argument("--optimizers", nargs="+", choices=list(OPTIMIZERS), help="default: sgd egd")
+    rep.add_argument("--gauge", nargs="+", choices=list(_GAUGE), help="gauge fixing; default: off on")
+    rep.add_argument("--seeds", nargs="+", type=int, help="default: the scale's")
+    rep.add_argument("--epochs", type=int, help="override the scale's number of epochs")
+    rep.add_argument("--n-train", type=int, help="override the scale's training-set size")
+    rep.add_argument("--n-test", type=int, help="override the scale's test-set size")
+    rep.add_argument("--dry-run", action="store_true", help="list the runs and whether each is finished")
+    rep.add_argument("--same-code", action="store_true",
+                     help="also rerun finished runs that were written by different gaugelit code")
+    rep.add_argument("--progress", action="store_true", help="show a progress bar per run")
+    return parser
+
+
+def _settings(args):
+    from .experiments import settings_for
+
+    settings = settings_for(args.scale or env_scale())
+    changes = {"datasets": args.datasets, "architectures": args.archs, "optimizers": args.optimizers,
+               "seeds": args.seeds, "epochs": args.epochs, "n_train": args.n_train, "n_test": args.n_test,
+               "gauge_fix": [_GAUGE[g] for g in args.gauge] if args.gauge else None}
+    changes = {k: (tuple(v) if isinstance(v, list) else v) for k, v in changes.items() if v is not None}
+    return settings.replace(**changes)
+
+
+def reproduce(args) -> int:
+    from pathlib import Path
+
+    from . import experiments as ex
+
+    settings = _settings(args)
+    out = Path(args.out) if args.out else ex.results_root()
+    runs = settings.runs()
+    if args.dry_run:
+        folder = out / settings.scale
+        finished = 0
+        for run in runs:
+            done = ex.is_finished(folder / f"{run.run_id}.json", ex.run_settings(run, settings),
+                                  same_code=args.same_code)
+            finished += done
+            print(f"{'finished' if done else 'to run  '}  {folder / (run.run_id + '.json')}")
+        print(f"{len(runs)} runs at scale {settings.scale!r} ({settings.epochs} epochs, "
+              f"n_train={settings.n_train or 'all'}): {finished} finished, {len(runs) - finished} to run")
+        return 0
+    ex.reproduce(settings, out, same_code=args.same_code, progress=args.progress)
+    return 0
+
+
+def summary(args) -> int:
+    from pathlib import Path
+
+    from . import experiments as ex
+
+    folder = (Path(args.out) if args.out else ex.results_root()) / (args.scale or env_scale())
+    rows = ex.final_table(ex.load_results(folder))
+    if not rows:
+        print(f"no finished runs in {folder}")
+        return 1
+    header = ("dataset", "architecture", "optimizer", "gauge_fix", "seeds", "epochs", "reg_loss",
+              "train_error", "test_error", "wall_seconds")
+    print("  ".join(f"{h:>13}" for h in header))
+    for row in rows:
+        print("  ".join(f"{row[h]:>13.4f}" if isinstance(row[h], float) else f"{str(row[h]):>13}"
+                        for h in header))
+    return 0
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return {"reproduce": reproduce, "summary": summary}[args.command](args)
+    except (ValueError, FileNotFoundError) as err:   # bad settings, missing or corrupt data
+        print(f"gaugelit {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

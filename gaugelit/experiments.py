@@ -1,0 +1,415 @@
+"""The learning experiments of section 4 (Figs. 3-4): a grid of training runs, one small JSON
+file per finished run, resumable; and the tables and figures drawn from those files.
+
+A run is one cell of the grid datasets x architectures x {SGD/l2, EGD/l1} x gauge fixing on/off x
+seeds, at a scale: ``ci`` (a subset and few epochs, sized so the whole grid runs in minutes on two
+CPU cores) or ``paper`` (section 4.1's settings, meant for a GPU). Both scales run exactly the same
+code. Each finished run is written atomically to ``<out>/<scale>/<run-id>.json`` with its curves,
+settings, device and wall time; rerunning skips the runs whose file holds the same settings, so an
+interrupted sweep resumes where it stopped and loses nothing finished.
+
+Runs execute one after another; batching the runs that share an architecture on a GPU is not
+implemented (the results would not depend on it).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import functools
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from .backend import asarray, default_backend
+from .data import DATASETS, load_dataset
+from .network import ARCHITECTURES, he_init
+from .training import OPTIMIZERS, TrainingDiverged, train
+
+__all__ = ["Settings", "SETTINGS", "Run", "settings_for", "run_settings", "run_one", "reproduce",
+           "is_finished", "write_json_atomic", "load_results", "grid_records", "results_root", "code_fingerprint",
+           "device_name", "curves", "final_table", "paired_differences", "plot_learning_curves",
+           "METRICS", "FORMAT"]
+
+#: Version of the run-file layout.
+FORMAT = 1
+#: The per-epoch curves a run file holds (entry 0 is the untrained network).
+METRICS = ("reg_loss", "log_loss", "train_error", "test_error")
+_HISTORY_KEYS = ("epoch", "lr", "reg_loss", "log_loss", "train_error", "test_error", "seconds",
+                 "gauge_iterations")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of the grid. ``run_id`` names its file (the scale names its folder)."""
+    dataset: str
+    architecture: str
+    optimizer: str
+    gauge_fix: bool
+    seed: int
+    scale: str
+
+    @property
+    def run_id(self) -> str:
+        gauge = "gauge" if self.gauge_fix else "nogauge"
+        return f"{self.dataset}_{self.architecture}_{self.optimizer}_{gauge}_seed{self.seed}"
+
+    def label(self) -> str:
+        return (f"{self.dataset} {self.architecture} {self.optimizer.upper()}"
+                f"{' + gauge fixing' if self.gauge_fix else ''}, seed {self.seed}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A grid and the settings every run in it shares. ``n_train``/``n_test`` None: whole sets."""
+    scale: str
+    datasets: tuple[str, ...]
+    architectures: tuple[str, ...]
+    seeds: tuple[int, ...]
+    epochs: int
+    n_train: int | None = None
+    n_test: int | None = None
+    optimizers: tuple[str, ...] = ("sgd", "egd")
+    gauge_fix: tuple[bool, ...] = (False, True)
+    batch_size: int = 32
+    lr_decay: float = 0.95
+    delta: float = 1e-3
+    k: int = 200
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        for name, values, known in (("datasets", self.datasets, DATASETS),
+                                    ("architectures", self.architectures, ARCHITECTURES),
+                                    ("optimizers", self.optimizers, OPTIMIZERS)):
+            bad = [v for v in values if v not in known]
+            if bad or not values:
+                raise ValueError(f"{name}: unknown or empty {bad or list(values)}; "
+                                 f"choose from {', '.join(known)}")
+        if not self.seeds or any(int(s) != s or s < 0 for s in self.seeds):
+            raise ValueError(f"seeds must be non-negative integers, got {self.seeds}")
+        if not self.gauge_fix or any(g not in (False, True) for g in self.gauge_fix):
+            raise ValueError(f"gauge_fix must list True and/or False, got {self.gauge_fix}")
+        if int(self.epochs) != self.epochs or self.epochs < 1:
+            raise ValueError(f"epochs must be an integer >= 1, got {self.epochs}")
+
+    def replace(self, **changes) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    def runs(self) -> list[Run]:
+        """The grid in a fixed order; the two gauge settings of a seed run next to each other."""
+        return [Run(d, a, o, bool(g), int(s), self.scale)
+                for d in self.datasets for a in self.architectures for o in self.optimizers
+                for s in self.seeds for g in self.gauge_fix]
+
+
+#: ``paper``: section 4.1 (240 runs of 30 epochs on the full data sets). ``ci``: the two data sets
+#: that CI has, all three architectures, two seeds (the least that shows a spread), the first 2000
+#: training and 1000 test examples, and 3 epochs (189 steps; the learning rate still decays after
+#: each epoch), so that the 48 runs take under three minutes on two idle CPU cores.
+SETTINGS: dict[str, Settings] = {
+    "paper": Settings("paper", tuple(DATASETS), tuple(ARCHITECTURES), seeds=(0, 1, 2, 3, 4), epochs=30),
+    "ci": Settings("ci", ("mnist", "fashion-mnist"), tuple(ARCHITECTURES), seeds=(0, 1), epochs=3,
+                   n_train=2000, n_test=1000),
+}
+
+
+def settings_for(scale: str) -> Settings:
+    if scale not in SETTINGS:
+        raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SETTINGS)}")
+    return SETTINGS[scale]
+
+
+def run_settings(run: Run, settings: Settings) -> dict:
+    """Everything that determines a run's result, as stored in its file (JSON types only)."""
+    sizes = list(ARCHITECTURES[run.architecture])
+    sizes[0], sizes[-1] = settings.k, DATASETS[run.dataset].n_classes
+    return {
+        "scale": run.scale, "dataset": run.dataset, "architecture": run.architecture,
+        "sizes": sizes, "optimizer": run.optimizer, **{k: float(v) for k, v in OPTIMIZERS[run.optimizer].items()},
+        "gauge_fix": run.gauge_fix, "delta": settings.delta, "seed": run.seed,
+        "epochs": int(settings.epochs), "batch_size": int(settings.batch_size),
+        "lr_decay": settings.lr_decay, "n_train": settings.n_train, "n_test": settings.n_test,
+        "k": settings.k, "dtype": settings.dtype, "loss": "log", "init": "he_init(sizes, seed)",
+        "hidden_biases": "frozen at zero", "preprocessing": "pixels/255, uncentred top-k SVD of the training inputs",
+    }
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """A short hash of the modules a run's numbers depend on; stored in every run file."""
+    here = Path(__file__).parent
+    digest = hashlib.sha256()
+    for name in ("backend", "network", "gauge", "solvers", "training", "data"):
+        digest.update((here / f"{name}.py").read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def device_name(xp) -> str:
+    """What ran the arithmetic: the GPU's name under CuPy, the CPU's model and cores under NumPy."""
+    if xp is not np:
+        import cupy
+        props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        return f"GPU: {name} (CuPy {cupy.__version__})"
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"CPU: {model}, {cores} cores (NumPy {np.__version__})"
+
+
+def write_json_atomic(path, obj) -> Path:
+    """Write ``obj`` as JSON to ``path`` so that the file is either absent, the old one, or whole:
+    write a temporary file in the same folder, flush it to disk, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, allow_nan=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _read_record(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_finished(path, settings: dict, *, same_code: bool = False) -> bool:
+    """Whether ``path`` holds a finished run with exactly these settings (and, with ``same_code``,
+    made by the same code); an unreadable or partial file counts as not finished."""
+    record = _read_record(Path(path))
+    if not isinstance(record, dict) or record.get("status") not in ("finished", "diverged"):
+        return False
+    if record.get("settings") != json.loads(json.dumps(settings)):
+        return False
+    return not same_code or record.get("code") == code_fingerprint()
+
+
+@functools.lru_cache(maxsize=2)
+def _dataset(name, n_train, n_test, k, dtype):
+    data = load_dataset(name, n_train=n_train, n_test=n_test, k=k, dtype=dtype)
+    for a in data:
+        a.flags.writeable = False   # shared by the runs of a sweep
+    return data
+
+
+def run_one(run: Run, settings: Settings, out, *, xp=None, progress: bool = False) -> dict:
+    """Train one run, write its file atomically to ``<out>/<scale>/<run-id>.json``, return the record.
+
+    Nothing is written until the run has finished, so an interrupted run leaves no file. A run
+    whose loss becomes non-finite is recorded with ``status: "diverged"`` and its message.
+    """
+    config = run_settings(run, settings)
+    xp = xp or default_backend()
+    started = time.perf_counter()
+    X, y, X_test, y_test = (asarray(a, xp) for a in _dataset(run.dataset, settings.n_train,
+                                                              settings.n_test, settings.k, settings.dtype))
+    net = he_init(config["sizes"], seed=run.seed, dtype=settings.dtype, xp=xp)
+    record = {"format": FORMAT, "run_id": run.run_id, "settings": config}
+    try:
+        _, history = train(net, X, y, optimizer=run.optimizer, epochs=settings.epochs,
+                           batch_size=settings.batch_size, lr_decay=settings.lr_decay,
+                           gauge_fix=run.gauge_fix, delta=settings.delta, seed=run.seed,
+                           progress=progress, X_test=X_test, y_test=y_test)
+        record["status"] = "finished"
+        record["history"] = {k: [float(v) for v in history[k]] for k in _HISTORY_KEYS}
+    except TrainingDiverged as err:
+        record["status"] = "diverged"
+        record["message"] = str(err)
+    from . import __version__
+    record.update({
+        "wall_seconds": time.perf_counter() - started, "device": device_name(xp),
+        "gaugelit_version": __version__, "code": code_fingerprint(),
+        "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    })
+    write_json_atomic(Path(out) / run.scale / f"{run.run_id}.json", record)
+    return record
+
+
+def reproduce(settings: Settings, out="results", *, runs: Iterable[Run] | None = None,
+              same_code: bool = False, progress: bool = False,
+              log: Callable[[str], None] | None = print) -> dict[str, list[Run]]:
+    """Run every run of the grid that has no finished file yet; return ``{"skipped", "ran",
+    "diverged"}`` lists. ``same_code`` also reruns files written by other code (see
+    :func:`code_fingerprint`); the book does this at CI scale."""
+    runs = settings.runs() if runs is None else list(runs)
+    folder = Path(out) / settings.scale
+    done = {"skipped": [], "ran": [], "diverged": []}
+    for i, run in enumerate(runs, 1):
+        path = folder / f"{run.run_id}.json"
+        if is_finished(path, run_settings(run, settings), same_code=same_code):
+            done["skipped"].append(run)
+            continue
+        record = run_one(run, settings, out, progress=progress)
+        key = "ran" if record["status"] == "finished" else "diverged"
+        done[key].append(run)
+        if log:
+            tail = (f"reg. loss {record['history']['reg_loss'][-1]:.4f}, training error "
+                    f"{record['history']['train_error'][-1]:.4f}" if key == "ran" else record["message"])
+            log(f"[{i}/{len(runs)}] {run.label()}: {record['wall_seconds']:.1f} s, {tail}")
+    if log:
+        log(f"{len(done['ran'])} runs trained, {len(done['diverged'])} diverged, "
+            f"{len(done['skipped'])} already finished in {folder}")
+    return done
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading results back
+
+
+def results_root() -> Path:
+    """Where results live: ``GAUGELIT_RESULTS_DIR``, else ``results/`` in the repository that holds
+    this (editable) package, else in the nearest folder above the working directory that has a
+    ``pyproject.toml``, else ``./results``."""
+    env = os.environ.get("GAUGELIT_RESULTS_DIR")
+    if env:
+        return Path(env).expanduser()
+    repo = Path(__file__).resolve().parents[1]
+    if (repo / "pyproject.toml").exists() and (repo / "gaugelit").is_dir():
+        return repo / "results"
+    for folder in (Path.cwd(), *Path.cwd().parents):
+        if (folder / "pyproject.toml").exists():
+            return folder / "results"
+    return Path.cwd() / "results"
+
+
+def load_results(folder, *, status: str = "finished") -> list[dict]:
+    """The run records in ``folder`` (``*.json``; temporary files are ignored), sorted by run id;
+    only those with ``status`` (``None`` for all)."""
+    records = []
+    for path in sorted(Path(folder).glob("*.json")):
+        record = _read_record(path)
+        if not isinstance(record, dict) or "settings" not in record:
+            raise ValueError(f"{path}: not a gaugelit run file")
+        if status is None or record.get("status") == status:
+            records.append(record)
+    return records
+
+
+def grid_records(settings: Settings, out, *, same_code: bool = False) -> list[dict]:
+    """The finished records of exactly the runs of ``settings`` found under ``out`` (files with
+    other settings, or, with ``same_code``, from other code, are left out)."""
+    folder, records = Path(out) / settings.scale, []
+    for run in settings.runs():
+        path = folder / f"{run.run_id}.json"
+        if is_finished(path, run_settings(run, settings), same_code=same_code):
+            record = _read_record(path)
+            if record["status"] == "finished":
+                records.append(record)
+    return records
+
+
+def _group_key(record):
+    s = record["settings"]
+    return s["dataset"], s["architecture"], s["optimizer"], s["gauge_fix"]
+
+
+def curves(records: list[dict], metric: str) -> dict[tuple, dict]:
+    """Per ``(dataset, architecture, optimizer, gauge_fix)``: the epochs, the curves of ``metric``
+    for each seed (``values``, seeds x epochs), their mean, min and max, and the seeds."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")
+    groups: dict[tuple, list] = {}
+    for record in records:
+        groups.setdefault(_group_key(record), []).append(record)
+    table = {}
+    for key, group in sorted(groups.items()):
+        group.sort(key=lambda r: r["settings"]["seed"])
+        epochs = {tuple(r["history"]["epoch"]) for r in group}
+        if len(epochs) != 1:
+            raise ValueError(f"{key}: runs with different epochs cannot be averaged")
+        values = np.array([r["history"][metric] for r in group], dtype=float)
+        table[key] = {"epoch": np.array(epochs.pop()), "values": values, "mean": values.mean(axis=0),
+                      "min": values.min(axis=0), "max": values.max(axis=0),
+                      "seeds": [r["settings"]["seed"] for r in group]}
+    return table
+
+
+def paired_differences(records: list[dict], metric: str, epoch: int = -1) -> dict[tuple, np.ndarray]:
+    """Per ``(dataset, architecture, optimizer)``: ``metric`` at ``epoch`` with gauge fixing minus
+    without, for each seed run both ways (same initial network, same mini-batches)."""
+    by_seed: dict[tuple, dict] = {}
+    for record in records:
+        d, a, o, g = _group_key(record)
+        by_seed.setdefault((d, a, o), {}).setdefault(record["settings"]["seed"], {})[g] = \
+            record["history"][metric][epoch]
+    return {key: np.array([pair[True] - pair[False] for _, pair in sorted(seeds.items())
+                           if True in pair and False in pair])
+            for key, seeds in sorted(by_seed.items())}
+
+
+def final_table(records: list[dict]) -> list[dict]:
+    """One row per ``(dataset, architecture, optimizer, gauge_fix)``: the last epoch's metrics
+    averaged over seeds, the number of seeds and the mean wall time of a run."""
+    rows = {}
+    for metric in METRICS:
+        for key, c in curves(records, metric).items():
+            row = rows.setdefault(key, dict(zip(("dataset", "architecture", "optimizer", "gauge_fix"), key),
+                                            seeds=len(c["seeds"]), epochs=int(c["epoch"][-1])))
+            row[metric] = float(c["mean"][-1])
+    for record in records:
+        row = rows[_group_key(record)]
+        row["wall_seconds"] = row.get("wall_seconds", 0.0) + record["wall_seconds"] / row["seeds"]
+    return [rows[key] for key in sorted(rows)]
+
+
+def plot_learning_curves(records: list[dict], optimizer: str,
+                         metrics=("reg_loss", "train_error", "test_error"), *, axes=None):
+    """Figs. 3 (``"sgd"``) and 4 (``"egd"``) redrawn: one row per data set and architecture, one
+    column per metric; each curve the mean over seeds, the band their range (min to max)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    picked = [r for r in records if r["settings"]["optimizer"] == optimizer]
+    if not picked:
+        raise ValueError(f"no finished runs with optimizer {optimizer!r}")
+    panels = sorted({(r["settings"]["dataset"], r["settings"]["architecture"]) for r in picked},
+                    key=lambda da: (list(DATASETS).index(da[0]), list(ARCHITECTURES).index(da[1])))
+    if axes is None:
+        _, axes = plt.subplots(len(panels), len(metrics), figsize=(3.6 * len(metrics), 2.4 * len(panels)),
+                               squeeze=False, sharex=True, constrained_layout=True)
+    titles = {"reg_loss": f"regularised log-loss (l{OPTIMIZERS[optimizer]['p']:g})",
+              "log_loss": "log-loss", "train_error": "training error", "test_error": "test error"}
+    styles = {False: dict(color="tab:blue", label="no gauge fixing"),
+              True: dict(color="tab:red", label="minimum-norm gauge")}
+    for j, metric in enumerate(metrics):
+        table = curves(picked, metric)
+        for i, (dataset, arch) in enumerate(panels):
+            ax = axes[i][j]
+            for gauge in (False, True):
+                c = table.get((dataset, arch, optimizer, gauge))
+                if c is None:
+                    continue
+                ax.plot(c["epoch"][1:], c["mean"][1:], **styles[gauge])
+                ax.fill_between(c["epoch"][1:], c["min"][1:], c["max"][1:], alpha=0.25,
+                                color=styles[gauge]["color"], linewidth=0)
+            if i == 0:
+                ax.set_title(titles[metric])
+            if j == 0:
+                ax.set_ylabel(f"{DATASETS[dataset].abbrev}\n{arch}")
+            if i == len(panels) - 1:
+                ax.set_xlabel("epoch")
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0][0].legend(fontsize="small")
+    return axes

@@ -1,0 +1,231 @@
+"""The experiment grid: atomic run files, resuming, interruptions, the summaries and the CLI.
+
+Runs here use a tiny architecture and synthetic data so that they take milliseconds; the code path
+is the one the book and ``gaugelit reproduce`` use.
+"""
+import json
+
+import matplotlib
+import numpy as np
+import pytest
+
+import gaugelit as gl
+from gaugelit import experiments as ex
+from gaugelit.__main__ import main
+from gaugelit.data import Dataset
+
+matplotlib.use("Agg")
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    """A 200-12-8-10 architecture and 40 synthetic examples in place of a data set."""
+    monkeypatch.setitem(gl.ARCHITECTURES, "tiny", (200, 12, 8, 10))
+    def fake_dataset(name, n_train, n_test, k, dtype):
+        X = np.random.default_rng(0).standard_normal((40, k)).astype(dtype)
+        return Dataset(X, np.arange(40) % 10, X[:20].copy(), np.arange(20) % 10)
+
+    monkeypatch.setattr(ex, "_dataset", fake_dataset)
+    return ex.Settings("ci", ("mnist",), ("tiny",), seeds=(0, 1), epochs=2, n_train=40, n_test=20)
+
+
+@pytest.fixture
+def count_training(monkeypatch):
+    calls = []
+    real = ex.train
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["seed"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ex, "train", counting)
+    return calls
+
+
+def files(folder):
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_write_json_atomic_replaces_whole_files(tmp_path):
+    path = tmp_path / "sub" / "run.json"
+    ex.write_json_atomic(path, {"a": [1.0, 2.0]})
+    assert json.loads(path.read_text()) == {"a": [1.0, 2.0]}
+    with pytest.raises(ValueError):          # NaN is not JSON: the write fails part-way
+        ex.write_json_atomic(path, {"a": [1.0, float("nan")], "b": 1})
+    assert json.loads(path.read_text()) == {"a": [1.0, 2.0]}   # the old file is untouched
+    assert files(path.parent) == ["run.json"]                   # and no temporary file is left
+
+
+def test_run_one_writes_curves_settings_device_and_time(tiny, tmp_path):
+    run = tiny.runs()[1]
+    assert run.gauge_fix and run.run_id == "mnist_tiny_sgd_gauge_seed0"
+    record = ex.run_one(run, tiny, tmp_path)
+    path = tmp_path / "ci" / "mnist_tiny_sgd_gauge_seed0.json"
+    assert json.loads(path.read_text()) == json.loads(json.dumps(record))
+    assert record["status"] == "finished" and record["format"] == ex.FORMAT
+    s = record["settings"]
+    assert (s["sizes"], s["optimizer"], s["p"], s["lr"], s["weight_decay"], s["gauge_fix"], s["delta"]) == \
+        ([200, 12, 8, 10], "sgd", 2.0, 1e-3, 1e-4, True, 1e-3)
+    assert (s["batch_size"], s["lr_decay"], s["epochs"], s["n_train"]) == (32, 0.95, 2, 40)
+    h = record["history"]
+    assert h["epoch"] == [0, 1, 2]
+    for metric in ex.METRICS:
+        assert len(h[metric]) == 3 and all(np.isfinite(h[metric]))
+    assert h["gauge_iterations"][1] > 0
+    assert record["device"].startswith("CPU: ") and record["wall_seconds"] > 0
+    assert record["gaugelit_version"] == gl.__version__ and record["code"] == ex.code_fingerprint()
+
+
+def test_a_result_depends_only_on_its_settings(tiny, tmp_path):
+    """Same run, alone or in a sweep: the same curves (the grid's order does not matter)."""
+    run = tiny.runs()[2]
+    alone = ex.run_one(run, tiny, tmp_path / "a")
+    ex.reproduce(tiny, tmp_path / "b", log=None)
+    in_sweep = json.loads((tmp_path / "b" / "ci" / f"{run.run_id}.json").read_text())
+    assert alone["history"]["reg_loss"] == in_sweep["history"]["reg_loss"]
+    assert alone["history"]["train_error"] == in_sweep["history"]["train_error"]
+
+
+def test_reproduce_skips_finished_runs(tiny, tmp_path, count_training):
+    runs = tiny.runs()
+    assert len(runs) == 1 * 1 * 2 * 2 * 2
+    done = ex.reproduce(tiny, tmp_path, log=None)
+    assert len(done["ran"]) == 8 and len(count_training) == 8
+    assert files(tmp_path / "ci") == sorted(f"{r.run_id}.json" for r in runs)
+    done = ex.reproduce(tiny, tmp_path, log=None)
+    assert len(done["skipped"]) == 8 and len(count_training) == 8      # nothing retrained
+    (tmp_path / "ci" / f"{runs[3].run_id}.json").unlink()
+    done = ex.reproduce(tiny, tmp_path, log=None)
+    assert done["ran"] == [runs[3]] and len(count_training) == 9
+    # Changed settings make the stored runs stale: they are trained again.
+    shorter = tiny.replace(epochs=3, seeds=(0,))
+    done = ex.reproduce(shorter, tmp_path, log=None)
+    assert len(done["ran"]) == 4
+    assert len(ex.load_results(tmp_path / "ci")) == 8                 # the folder mixes settings,
+    assert len(ex.grid_records(shorter, tmp_path)) == 4               # a grid picks its own runs
+    assert len(ex.grid_records(tiny, tmp_path)) == 4
+
+
+def test_partial_or_foreign_files_are_not_finished(tiny, tmp_path):
+    run = tiny.runs()[0]
+    path = tmp_path / "ci" / f"{run.run_id}.json"
+    config = ex.run_settings(run, tiny)
+    assert not ex.is_finished(path, config)                        # absent
+    record = ex.run_one(run, tiny, tmp_path)
+    assert ex.is_finished(path, config) and ex.is_finished(path, config, same_code=True)
+    path.write_text(path.read_text()[:100])                         # truncated
+    assert not ex.is_finished(path, config)
+    record["code"] = "0" * 16                                       # written by other code
+    ex.write_json_atomic(path, record)
+    assert ex.is_finished(path, config) and not ex.is_finished(path, config, same_code=True)
+
+
+def test_an_interrupted_sweep_leaves_no_partial_file_and_resumes(tiny, tmp_path, monkeypatch):
+    real, calls = ex.train, []
+
+    def interrupted_on_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt                                 # Ctrl-C in the middle of a run
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ex, "train", interrupted_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        ex.reproduce(tiny, tmp_path, log=None)
+    runs = tiny.runs()
+    assert files(tmp_path / "ci") == sorted(f"{r.run_id}.json" for r in runs[:2])  # no temp files
+    done = ex.reproduce(tiny, tmp_path, log=None)
+    assert done["skipped"] == runs[:2] and done["ran"] == runs[2:]
+
+
+def test_an_interrupted_write_leaves_no_file(tiny, tmp_path, monkeypatch):
+    def dump_then_die(obj, f, **kwargs):
+        f.write('{"format": 1, "settings": {')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ex.json, "dump", dump_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        ex.run_one(tiny.runs()[0], tiny, tmp_path)
+    assert files(tmp_path / "ci") == []
+
+
+def test_diverged_runs_are_recorded_and_not_retried(tiny, tmp_path, monkeypatch):
+    def diverge(*args, **kwargs):
+        raise gl.TrainingDiverged("train: non-finite loss at epoch 1, step 2 of 2 (lr=0.1)")
+
+    monkeypatch.setattr(ex, "train", diverge)
+    done = ex.reproduce(tiny.replace(seeds=(0,), optimizers=("egd",)), tmp_path, log=None)
+    assert len(done["diverged"]) == 2
+    records = ex.load_results(tmp_path / "ci", status=None)
+    assert {r["status"] for r in records} == {"diverged"} and "epoch 1, step 2" in records[0]["message"]
+    assert ex.load_results(tmp_path / "ci") == []
+    done = ex.reproduce(tiny.replace(seeds=(0,), optimizers=("egd",)), tmp_path, log=None)
+    assert len(done["skipped"]) == 2
+
+
+def test_summaries(tiny, tmp_path):
+    ex.reproduce(tiny, tmp_path, log=None)
+    (tmp_path / "ci" / ".half-written.json.tmp").write_text("{")    # ignored by the loader
+    records = ex.load_results(tmp_path / "ci")
+    assert len(records) == 8
+    table = ex.curves(records, "reg_loss")
+    c = table[("mnist", "tiny", "sgd", True)]
+    assert c["seeds"] == [0, 1] and c["values"].shape == (2, 3)
+    np.testing.assert_allclose(c["mean"], c["values"].mean(axis=0))
+    assert np.all(c["min"] <= c["mean"]) and np.all(c["mean"] <= c["max"])
+    diffs = ex.paired_differences(records, "reg_loss")
+    by_id = {r["run_id"]: r["history"]["reg_loss"][-1] for r in records}
+    np.testing.assert_allclose(diffs[("mnist", "tiny", "egd")],
+                               [by_id[f"mnist_tiny_egd_gauge_seed{s}"] - by_id[f"mnist_tiny_egd_nogauge_seed{s}"]
+                                for s in (0, 1)])
+    rows = ex.final_table(records)
+    assert len(rows) == 4 and {r["seeds"] for r in rows} == {2}
+    assert rows[0]["reg_loss"] == pytest.approx(ex.curves(records, "reg_loss")[("mnist", "tiny", "egd", False)]["mean"][-1])
+    axes = ex.plot_learning_curves(records, "sgd")
+    assert axes.shape == (1, 3)
+    with pytest.raises(ValueError, match="unknown metric"):
+        ex.curves(records, "accuracy")
+
+
+def test_settings_validation_and_scales():
+    paper = ex.settings_for("paper")
+    assert len(paper.runs()) == 4 * 3 * 2 * 2 * 5 == 240                 # section 4.1's 240 experiments
+    assert (paper.epochs, paper.batch_size, paper.lr_decay, paper.delta, paper.n_train) == (30, 32, 0.95, 1e-3, None)
+    ci = ex.settings_for("ci")
+    assert ci.batch_size == paper.batch_size and ci.lr_decay == paper.lr_decay and ci.delta == paper.delta
+    with pytest.raises(ValueError, match="datasets: unknown"):
+        ci.replace(datasets=("svhn",))
+    with pytest.raises(ValueError, match="epochs must be"):
+        ci.replace(epochs=0)
+    with pytest.raises(ValueError, match="unknown scale"):
+        ex.settings_for("huge")
+
+
+def test_cli_dry_run(tmp_path, capsys):
+    assert main(["reproduce", "--scale", "ci", "--dry-run", "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(ex.settings_for("ci").runs()) + 1
+    assert all(line.startswith("to run") for line in lines[:-1])
+    assert "0 finished" in lines[-1]
+    assert main(["reproduce", "--scale", "paper", "--dry-run", "--out", str(tmp_path),
+                 "--datasets", "cifar10", "--archs", "7-layer", "--gauge", "on", "--seeds", "3"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[-1] for line in out[:-1]] == [
+        str(tmp_path / "paper" / f"cifar10_7-layer_{o}_gauge_seed3.json") for o in ("sgd", "egd")]
+    with pytest.raises(SystemExit):
+        main(["reproduce", "--datasets", "svhn"])
+
+
+def test_cli_reproduce_resume_and_summary(tiny, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(ex.SETTINGS, "ci", tiny)
+    args = ["reproduce", "--scale", "ci", "--out", str(tmp_path), "--seeds", "0", "--optimizers", "egd"]
+    assert main(args) == 0
+    assert "2 runs trained" in capsys.readouterr().out
+    assert main(args + ["--dry-run"]) == 0
+    assert "2 finished, 0 to run" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "0 runs trained, 0 diverged, 2 already finished" in capsys.readouterr().out
+    assert main(["summary", "--scale", "ci", "--out", str(tmp_path)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1 + 2
+    assert main(["reproduce", "--scale", "ci", "--out", str(tmp_path), "--epochs", "0"]) == 2
+    assert "epochs must be an integer >= 1" in capsys.readouterr().err
