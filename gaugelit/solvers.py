@@ -206,6 +206,8 @@ def layer_shift(A, B=None, C=None, tol=1e-13, max_iter=100):
     units the minimiser is closed-form: every ``A_l e^{z_{l+1}-z_l}`` equals the geometric mean of A.
     """
     A = np.asarray(A, dtype=np.float64)
+    if not np.all(A > 0):
+        raise ValueError("layer_shift: every A_l must be > 0 (live-to-live weights in every matrix)")
     L = len(A)
     B = np.zeros(L) if B is None else np.asarray(B, dtype=np.float64)
     C = np.zeros(L) if C is None else np.asarray(C, dtype=np.float64)
@@ -217,16 +219,13 @@ def layer_shift(A, B=None, C=None, tol=1e-13, max_iter=100):
     def F(z):
         return float(np.sum(A * np.exp(z[1:] - z[:-1]) + B * np.exp(z[1:]) + C * np.exp(-z[:-1])))
 
-    # Layers whose terms are all zero (no live units) carry no information: keep their shift 0.
-    free = np.array([A[k - 1] + A[k] + B[k - 1] + C[k] > 0 for k in range(1, L)])
     f = F(z)
     for _ in range(max_iter):
         e = A * np.exp(z[1:] - z[:-1])
         grad = e[:-1] - e[1:] + B[:-1] * np.exp(z[1:-1]) - C[1:] * np.exp(-z[1:-1])
         diag = e[:-1] + e[1:] + B[:-1] * np.exp(z[1:-1]) + C[1:] * np.exp(-z[1:-1])
         H = np.diag(diag) - np.diag(e[1:-1], 1) - np.diag(e[1:-1], -1)
-        step = np.zeros(L - 1)
-        step[free] = np.linalg.solve(H[np.ix_(free, free)], -grad[free])
+        step = np.linalg.solve(H, -grad)       # H is positive definite while every A_l > 0
         dec = -grad @ step
         if dec < tol * max(f, 1.0):
             break

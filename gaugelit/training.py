@@ -345,8 +345,6 @@ class _StoredNet:
         return value
 
 
-_STEPS = {"sgd": sgd_step, "egd": egd_step}
-
 
 def evaluate(net: LayeredNet, X, y, p: float, weight_decay: float, *, loss: str = "log",
              chunk: int = 8192) -> dict:
