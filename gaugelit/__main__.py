@@ -1,6 +1,7 @@
 """Command line: ``gaugelit reproduce`` runs the grid of Figs. 3-4, ``gaugelit summary`` prints it.
 
     python -m gaugelit reproduce --scale ci                # the CI grid, a few minutes on a CPU
+    python -m gaugelit reproduce --scale ci --jobs 0       # the same, one worker process per core
     python -m gaugelit reproduce --scale paper --dry-run   # list the paper's 240 runs
     python -m gaugelit reproduce --scale paper --datasets mnist --seeds 0 1
     python -m gaugelit summary --scale ci
@@ -45,7 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--dry-run", action="store_true", help="list the runs and whether each is finished")
     rep.add_argument("--same-code", action="store_true",
                      help="also rerun finished runs that were written by different gaugelit code")
-    rep.add_argument("--progress", action="store_true", help="show a progress bar per run")
+    rep.add_argument("--jobs", type=int, default=1, metavar="N",
+                     help="train N runs at once, one worker process each with one BLAS thread "
+                          "(0: one per CPU core; default 1: one after another)")
+    rep.add_argument("--progress", action="store_true", help="show a progress bar per run (with --jobs 1)")
     return parser
 
 
@@ -79,7 +83,7 @@ def reproduce(args) -> int:
         print(f"{len(runs)} runs at scale {settings.scale!r} ({settings.epochs} epochs, "
               f"n_train={settings.n_train or 'all'}): {finished} finished, {len(runs) - finished} to run")
         return 0
-    ex.reproduce(settings, out, same_code=args.same_code, progress=args.progress)
+    ex.reproduce(settings, out, jobs=args.jobs, same_code=args.same_code, progress=args.progress)
     return 0
 
 

@@ -8,8 +8,10 @@ code. Each finished run is written atomically to ``<out>/<scale>/<run-id>.json``
 settings, device and wall time; rerunning skips the runs whose file holds the same settings, so an
 interrupted sweep resumes where it stopped and loses nothing finished.
 
-Runs execute one after another; batching the runs that share an architecture on a GPU is not
-implemented (the results would not depend on it).
+Runs execute one after another, or with ``jobs > 1`` in that many worker processes (each with one
+BLAS thread, so on a CPU ``jobs`` = the number of cores keeps every core busy). A run's curves do
+not depend on the process that ran it beyond rounding (BLAS may add in another order with another
+thread count). Batching the runs that share an architecture on a GPU is not implemented.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import datetime
 import functools
 import hashlib
 import json
+import multiprocessing
 import os
 import platform
 import tempfile
@@ -30,13 +33,13 @@ from typing import Callable, Iterable
 import numpy as np
 
 from .backend import asarray, default_backend
-from .data import DATASETS, load_dataset
+from .data import DATASETS, fetch, load_dataset
 from .network import ARCHITECTURES, he_init
 from .training import OPTIMIZERS, TrainingDiverged, train
 
 __all__ = ["Settings", "SETTINGS", "Run", "settings_for", "run_settings", "run_one", "reproduce",
            "is_finished", "write_json_atomic", "load_results", "grid_records", "results_root", "code_fingerprint",
-           "device_name", "curves", "final_table", "paired_differences", "plot_learning_curves",
+           "device_name", "available_cores", "curves", "final_table", "paired_differences", "plot_learning_curves",
            "METRICS", "FORMAT"]
 
 #: Version of the run-file layout.
@@ -165,8 +168,7 @@ def device_name(xp) -> str:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"CPU: {model}, {cores} cores (NumPy {np.__version__})"
+    return f"CPU: {model}, {available_cores()} cores (NumPy {np.__version__})"
 
 
 def write_json_atomic(path, obj) -> Path:
@@ -247,31 +249,93 @@ def run_one(run: Run, settings: Settings, out, *, xp=None, progress: bool = Fals
     return record
 
 
-def reproduce(settings: Settings, out="results", *, runs: Iterable[Run] | None = None,
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, not the machine's total)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _run_in_worker(run: Run, settings: Settings, out: str) -> dict:
+    """:func:`run_one` in a worker process of a parallel sweep, with one BLAS thread: the sweep
+    already runs one process per core, and more threads would only contend for them."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return run_one(run, settings, out)
+
+
+def reproduce(settings: Settings, out="results", *, runs: Iterable[Run] | None = None, jobs: int = 1,
               same_code: bool = False, progress: bool = False,
               log: Callable[[str], None] | None = print) -> dict[str, list[Run]]:
     """Run every run of the grid that has no finished file yet; return ``{"skipped", "ran",
     "diverged"}`` lists. ``same_code`` also reruns files written by other code (see
-    :func:`code_fingerprint`); the book does this at CI scale."""
+    :func:`code_fingerprint`); the book does this at CI scale.
+
+    ``jobs``: how many runs train at once, each in its own worker process (``0``: one per available
+    core, :func:`available_cores`). Every run writes its own file the moment it finishes, so an
+    interrupted parallel sweep resumes like a sequential one. ``progress`` bars are shown only
+    when ``jobs`` is 1 (parallel bars would interleave); finished runs are logged either way.
+    """
+    if int(jobs) != jobs or jobs < 0:
+        raise ValueError(f"jobs must be an integer >= 0 (0: one per core), got {jobs}")
+    jobs = int(jobs) or available_cores()
     runs = settings.runs() if runs is None else list(runs)
     folder = Path(out) / settings.scale
     done = {"skipped": [], "ran": [], "diverged": []}
-    for i, run in enumerate(runs, 1):
-        path = folder / f"{run.run_id}.json"
-        if is_finished(path, run_settings(run, settings), same_code=same_code):
+    todo = []
+    for run in runs:
+        if is_finished(folder / f"{run.run_id}.json", run_settings(run, settings), same_code=same_code):
             done["skipped"].append(run)
-            continue
-        record = run_one(run, settings, out, progress=progress)
+        else:
+            todo.append(run)
+
+    def finished(run, record):
         key = "ran" if record["status"] == "finished" else "diverged"
         done[key].append(run)
         if log:
             tail = (f"reg. loss {record['history']['reg_loss'][-1]:.4f}, training error "
                     f"{record['history']['train_error'][-1]:.4f}" if key == "ran" else record["message"])
-            log(f"[{i}/{len(runs)}] {run.label()}: {record['wall_seconds']:.1f} s, {tail}")
+            log(f"[{len(done['ran']) + len(done['diverged'])}/{len(todo)}] {run.label()}: "
+                f"{record['wall_seconds']:.1f} s, {tail}")
+
+    if jobs == 1 or len(todo) < 2:
+        for run in todo:
+            finished(run, run_one(run, settings, out, progress=progress))
+    else:
+        _run_in_processes(todo, settings, out, min(jobs, len(todo)), finished, log)
     if log:
         log(f"{len(done['ran'])} runs trained, {len(done['diverged'])} diverged, "
             f"{len(done['skipped'])} already finished in {folder}")
     return done
+
+
+def _run_in_processes(runs, settings, out, jobs, finished, log):
+    """Train ``runs`` in ``jobs`` worker processes; call ``finished(run, record)`` as each ends.
+
+    On an error the runs not yet started are cancelled and those in progress are waited for (their
+    files are written), then the error is raised, naming its run."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    for name in sorted({run.dataset for run in runs}):    # download and check each file once, here,
+        for remote in DATASETS[name].files.values():       # not in every worker at the same time
+            fetch(remote)
+    # spawn, not fork: a forked child inherits BLAS thread pools and CUDA state it cannot use.
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = {pool.submit(_run_in_worker, run, settings, str(out)): run for run in runs}
+        for future in as_completed(futures):
+            run = futures[future]
+            try:
+                record = future.result()
+            except BaseException as err:
+                running = sum(f.running() for f in futures)
+                if log:
+                    log(f"{run.label()} failed ({type(err).__name__}: {err}); cancelling the runs not "
+                        f"started, waiting for the {running} in progress to finish and be saved")
+                err.add_note(f"in the worker process that ran {run.label()}")
+                raise
+            finished(run, record)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ---------------------------------------------------------------------------------------------

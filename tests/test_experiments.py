@@ -229,3 +229,52 @@ def test_cli_reproduce_resume_and_summary(tiny, tmp_path, capsys, monkeypatch):
     assert len(capsys.readouterr().out.splitlines()) == 1 + 2
     assert main(["reproduce", "--scale", "ci", "--out", str(tmp_path), "--epochs", "0"]) == 2
     assert "epochs must be an integer >= 1" in capsys.readouterr().err
+
+
+# -- parallel sweeps: worker processes start fresh (spawn), so they see no monkeypatching; these
+# -- tests train the real 3-layer network on a few real MNIST examples for one epoch.
+
+@pytest.fixture
+def real_small():
+    from gaugelit.data import DATASETS, DataFileMissing, fetch
+    try:
+        for remote in DATASETS["mnist"].files.values():
+            fetch(remote, download=False)
+    except DataFileMissing:
+        pytest.skip(f"MNIST not in {gl.data_dir()} (set GAUGELIT_DATA_DIR; CI points it at ../shared/data)")
+    return ex.Settings("ci", ("mnist",), ("3-layer",), seeds=(0, 1), epochs=1, n_train=256, n_test=32,
+                       optimizers=("sgd",))
+
+
+def test_parallel_sweep_gives_the_sequential_results_and_resumes(real_small, tmp_path):
+    runs = real_small.runs()
+    sequential = ex.reproduce(real_small, tmp_path / "seq", jobs=1, log=None)
+    (tmp_path / "par" / "ci").mkdir(parents=True)
+    (tmp_path / "seq" / "ci" / f"{runs[0].run_id}.json").rename(tmp_path / "par" / "ci" / f"{runs[0].run_id}.json")
+    lines = []
+    parallel = ex.reproduce(real_small, tmp_path / "par", jobs=2, log=lines.append)
+    assert sequential["ran"] == runs
+    assert parallel["skipped"] == runs[:1] and sorted(parallel["ran"], key=runs.index) == runs[1:]
+    assert len(lines) == 4 and lines[-1].startswith("3 runs trained, 0 diverged, 1 already finished")
+    for run in runs[1:]:
+        seq = json.loads((tmp_path / "seq" / "ci" / f"{run.run_id}.json").read_text())
+        par = json.loads((tmp_path / "par" / "ci" / f"{run.run_id}.json").read_text())
+        assert par["settings"] == seq["settings"] and par["status"] == "finished"
+        for metric in ex.METRICS:     # same arithmetic; only the BLAS thread count may differ
+            np.testing.assert_allclose(par["history"][metric], seq["history"][metric], rtol=1e-5)
+    assert files(tmp_path / "par" / "ci") == sorted(f"{r.run_id}.json" for r in runs)
+
+
+def test_a_failing_worker_names_its_run(real_small, tmp_path):
+    out = tmp_path / "not-a-folder"
+    out.write_text("")                       # every run trains, then cannot write its file
+    with pytest.raises(OSError) as info:
+        ex.reproduce(real_small.replace(seeds=(0,)), out, jobs=2, log=None)
+    assert any("in the worker process that ran mnist 3-layer SGD" in note
+               for note in getattr(info.value, "__notes__", []))
+
+
+def test_jobs_must_be_a_count(tiny, tmp_path):
+    with pytest.raises(ValueError, match="jobs must be an integer >= 0"):
+        ex.reproduce(tiny, tmp_path, jobs=-1, log=None)
+    assert ex.available_cores() >= 1
