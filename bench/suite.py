@@ -2,8 +2,8 @@
 candidate side by side, on the CPU (NumPy) or the GPU (CuPy), with the machine named.
 
     python bench/suite.py [--size full|tiny] [--backend auto|numpy|cupy] [--threads 1]
-                          [--rows 1 2 3 4 5] [--repeat N] [--clock auto|cpu|wall]
-                          [--json PATH] [--markdown PATH] [--sweep-on-cpu]
+                          [--rows 1 2 3 4 5] [--repeat N] [--jobs N] [--clock auto|cpu|wall]
+                          [--json PATH] [--markdown PATH]
 
 ``make bench`` runs it at full size; bench/RESULTS.md holds the measured tables.
 
@@ -16,12 +16,13 @@ Rows
      ``train(gauge_fix=True)`` runs it) against the same step without.
   4  One SGD step against a straightforward eager PyTorch step (same shapes, dtype, data and
      update: SGD with l2 weight decay, hidden biases frozen); skipped where torch is absent.
-  5  GPU sweep throughput in model-steps per second; "skipped: no GPU" without CuPy
-     (``--sweep-on-cpu`` runs it on NumPy, as the smoke test does).
+  5  Sweep throughput in model-steps per second: ``gaugelit reproduce`` with one worker process
+     per core against the same runs one after another (MNIST: skipped where it is unavailable).
 
 Timings alternate baseline and candidate in blocks and keep the best block (the machine may be
 shared); medians are recorded too. The clock is process CPU time on NumPy with one thread (other
-jobs' scheduling does not inflate it) and wall-clock time otherwise. ``--threads`` (default 1: a sweep runs one process per core)
+jobs' scheduling does not inflate it) and wall-clock time otherwise; row 5 always times
+wall-clock time, since its processes run side by side. ``--threads`` (default 1: a sweep runs one process per core)
 is set for OpenBLAS, MKL and OpenMP before NumPy loads, and for torch. Nothing here is asserted:
 tests/test_bench.py only runs ``--size tiny`` as a smoke test.
 """
@@ -42,11 +43,14 @@ PAPER_SGD = dict(lr=1e-3, weight_decay=1e-4)          # section 4.1 (gaugelit.tr
 
 SIZES = {
     # archs: networks of rows 1-2; step_arch, batch: rows 3-5; block: calls per timed block;
-    # repeat: timed blocks; solve_repeat: row-2 solves; seeds: row 5's grid is seeds x gauge on/off
+    # repeat: timed blocks; solve_repeat: row-2 solves; row 5: a sweep of seeds x gauge on/off runs
+    # of sweep_arch on sweep_examples MNIST examples for one epoch, the best of sweep_rounds
     "full": dict(archs=("3-layer", "5-layer", "7-layer"), step_arch="3-layer", batch=32, block=5,
-                 repeat=40, solve_repeat=5, iter_block=5, seeds=5),
+                 repeat=40, solve_repeat=5, iter_block=5, seeds=5, sweep_arch="3-layer",
+                 sweep_examples=4096, sweep_rounds=2),
     "tiny": dict(archs={"tiny-3": (20, 40, 30, 5), "tiny-5": (20, 30, 30, 20, 10, 5)},
-                 step_arch="tiny-3", batch=8, block=3, repeat=2, solve_repeat=1, iter_block=3, seeds=2),
+                 step_arch="tiny-3", batch=8, block=3, repeat=2, solve_repeat=1, iter_block=3, seeds=1,
+                 sweep_arch="3-layer", sweep_examples=256, sweep_rounds=1),
 }
 
 
@@ -59,14 +63,14 @@ def parse_args(argv=None):
                         help="BLAS/OpenMP/torch threads; 0 keeps the libraries' defaults")
     parser.add_argument("--rows", type=int, nargs="*", default=[1, 2, 3, 4, 5])
     parser.add_argument("--repeat", type=int, default=None, help="timed blocks per measurement")
+    parser.add_argument("--jobs", type=int, default=0,
+                        help="row 5's worker processes (default 0: one per available core)")
     parser.add_argument("--json", type=Path, default=None,
                         help="default: bench/results/<cpu|gpu>-<model>[-<n>threads].json")
     parser.add_argument("--markdown", type=Path, default=None, help="also write the tables here")
     parser.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto",
                         help="auto: CPU time on NumPy with one thread (robust on a shared machine), "
                              "wall time otherwise")
-    parser.add_argument("--sweep-on-cpu", action="store_true",
-                        help="run row 5's code on NumPy too (the smoke test uses it)")
     return parser.parse_args(argv)
 
 
@@ -357,38 +361,48 @@ def row_torch(cfg, xp, sync, repeat, threads):
                  meets_target=bool(t["gaugelit"][0] <= t["torch"][0]))]
 
 
-def row_sweep(cfg, xp, sync, repeat, on_cpu):
-    """Row 5: sweep throughput (model-steps per second) of the paper's grid for one network, data
-    set and norm (5 seeds x gauge on/off, section 4.1), one run after another. No batched-on-device
-    sweep exists yet: its column says so."""
-    if xp.__name__ != "cupy" and not on_cpu:
-        return [dict(skipped="no GPU")]
-    import gaugelit as gl
-    sizes = step_network(cfg)
-    data = batches(xp, sizes, cfg["batch"])
-    seeds = range(cfg["seeds"])
-    from gaugelit.training import _StoredNet
-    runs = []
-    for seed in seeds:
-        for gauge in (False, True):
-            runs.append((_StoredNet(gl.he_init(sizes, seed=seed, dtype="float32", xp=xp)), gauge))
-    next_batch = Cycle(data)
+def row_sweep(cfg, xp, rounds, jobs):
+    """Row 5: sweep throughput in model-steps per second, ``gaugelit.experiments.reproduce`` with
+    ``jobs`` worker processes (one per core on the CPU) against the same runs one after another in
+    this process. The runs are the paper's grid for one network, data set and norm (seeds x gauge
+    on/off, SGD, MNIST) on a subset for one epoch; data loading and the per-epoch evaluation count,
+    as in a real sweep. Wall-clock time (processes run side by side); the best of ``rounds``."""
+    import shutil
+    import tempfile
 
-    def one_after_another():                      # each run takes `block` steps, then the next
-        for state, gauge in runs:
-            for _ in range(cfg["block"]):
-                X, y = next_batch()
-                if gauge:
-                    state.gauge_fix(2.0, 1e-3)
-                state.step(X, y, "log", "sgd", **PAPER_SGD)
-
-    t = side_by_side({"sequential": one_after_another}, block=1, repeat=repeat, sync=sync)
-    rate = len(runs) * cfg["block"] / t["sequential"][0]
-    grid_runs, grid_steps = 10, 30 * 60_000 // 32         # 5 seeds x gauge on/off; 30 epochs of MNIST
-    return [dict(arch=cfg["step_arch"], batch=cfg["batch"], runs=len(runs), backend=xp.__name__,
-                 sequential_model_steps_per_s=rate,
-                 paper_grid_hours_sequential=grid_runs * grid_steps / rate / 3600,
-                 batched="not implemented: no batched-model trainer yet (needs a GPU session)")]
+    from gaugelit import experiments as ex
+    from gaugelit.data import DATASETS, DataFileMissing, fetch
+    try:                                                    # a benchmark does not download
+        for remote in DATASETS["mnist"].files.values():
+            fetch(remote, download=False)
+    except DataFileMissing as err:
+        return [dict(skipped=f"{str(err).split(' (')[0]}; set GAUGELIT_DATA_DIR, or let "
+                             "`gaugelit.load_dataset('mnist')` download it")]
+    os.environ["GAUGELIT_BACKEND"] = xp.__name__          # the worker processes' backend
+    settings = ex.Settings("bench", ("mnist",), (cfg["sweep_arch"],), seeds=tuple(range(cfg["seeds"])),
+                           epochs=1, n_train=cfg["sweep_examples"], n_test=1000, optimizers=("sgd",))
+    jobs = jobs or ex.available_cores()
+    steps = len(settings.runs()) * settings.epochs * -(-settings.n_train // settings.batch_size)
+    best = {1: float("inf"), jobs: float("inf")}
+    for _ in range(rounds):
+        for n in best:                                      # alternate: one after another, then jobs
+            folder = Path(tempfile.mkdtemp(prefix="gaugelit-bench-sweep-"))
+            try:
+                start = time.perf_counter()
+                ex.reproduce(settings, folder, jobs=n, log=None)
+                best[n] = min(best[n], time.perf_counter() - start)
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+    rate = {n: steps / t for n, t in best.items()}
+    grid_steps = 10 * 30 * 60_000 // 32                     # 5 seeds x gauge on/off, 30 epochs of MNIST
+    return [dict(arch=cfg["sweep_arch"], runs=len(settings.runs()), examples=settings.n_train,
+                 steps_per_run=steps // len(settings.runs()), backend=xp.__name__, jobs=jobs,
+                 sequential_s=best[1], parallel_s=best[jobs],
+                 sequential_model_steps_per_s=rate[1], parallel_model_steps_per_s=rate[jobs],
+                 speedup=rate[jobs] / rate[1],
+                 paper_grid_hours_sequential=grid_steps / rate[1] / 3600,
+                 paper_grid_hours_parallel=grid_steps / rate[jobs] / 3600,
+                 batched="not implemented (a batched-models trainer is for a GPU; none was lent)")]
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -401,10 +415,10 @@ def command(args, row):
         parts.append(f"--backend {args.backend}")
     if args.threads != 1:
         parts.append(f"--threads {args.threads}")
-    if args.clock != "auto":
+    if args.clock != "auto" and row != 5:
         parts.append(f"--clock {args.clock}")
-    if row == 5 and args.sweep_on_cpu:
-        parts.append("--sweep-on-cpu")
+    if args.jobs and row == 5:
+        parts.append(f"--jobs {args.jobs}")
     return " ".join(parts)
 
 
@@ -459,13 +473,16 @@ def markdown(result, args):
                 f"| {r['arch']} | {r['batch']} | {r['device']} (torch {r['torch']}, "
                 f"{r['torch_threads']} threads) | {r['torch_ms']:.3f} | {r['gaugelit_ms']:.3f} | {r['speedup']:.2f}x | "
                 f"{r['gaugelit_gauge_fixed_ms']:.3f} | {r['speedup_gauge_fixed']:.2f}x |", ""]
-    if "5" in rows and not skipped("5", f"Row 5 — GPU sweep throughput (`{command(args, 5)}`)"):
+    if "5" in rows and not skipped("5", f"Row 5 — sweep throughput (`{command(args, 5)}`)"):
         r = rows["5"][0]
-        out += [f"**Row 5 — sweep throughput** (`{command(args, 5)}`)", "",
-                "| network | backend | runs | one after another (model-steps/s) | 10 runs x 56,250 steps (h) "
-                "| batched on the device |", "|---|---|---|---|---|---|",
-                f"| {r['arch']} | {r['backend']} | {r['runs']} | {r['sequential_model_steps_per_s']:.1f} | "
-                f"{r['paper_grid_hours_sequential']:.1f} | {r['batched']} |", ""]
+        out += [f"**Row 5 — sweep throughput: {r['jobs']} worker processes against one after another** "
+                f"(`{command(args, 5)}`; {r['runs']} runs of {r['steps_per_run']} steps, wall-clock time)", "",
+                "| network | backend | one after another (model-steps/s) | in parallel (model-steps/s) "
+                "| speed-up | 10 runs x 56,250 steps (h): one after another / in parallel | batched on the device |",
+                "|---|---|---|---|---|---|---|",
+                f"| {r['arch']} | {r['backend']} | {r['sequential_model_steps_per_s']:.1f} | "
+                f"{r['parallel_model_steps_per_s']:.1f} ({r['jobs']} processes) | {r['speedup']:.2f}x | "
+                f"{r['paper_grid_hours_sequential']:.1f} / {r['paper_grid_hours_parallel']:.1f} | {r['batched']} |", ""]
     return "\n".join(out)
 
 
@@ -495,7 +512,7 @@ def main(argv=None):
                2: lambda: row_solve(cfg, xp, sync, args.repeat or cfg["solve_repeat"]),
                3: lambda: row_gauge_overhead(cfg, xp, sync, repeat),
                4: lambda: row_torch(cfg, xp, sync, repeat, args.threads),
-               5: lambda: row_sweep(cfg, xp, sync, repeat, args.sweep_on_cpu)}
+               5: lambda: row_sweep(cfg, xp, args.repeat or cfg["sweep_rounds"], args.jobs)}
     for row in sorted(set(args.rows)):
         if row not in runners:
             raise SystemExit(f"--rows: no row {row}; rows are 1 to 5")

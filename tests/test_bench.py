@@ -15,8 +15,8 @@ from gaugelit.training import _StoredNet
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_script(*args, tmp_path):
-    env = dict(os.environ, GAUGELIT_BACKEND="numpy")
+def run_script(*args, tmp_path, **env_changes):
+    env = dict(os.environ, GAUGELIT_BACKEND="numpy", **env_changes)
     proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -26,7 +26,7 @@ def run_script(*args, tmp_path):
 def test_suite_runs_every_row_and_names_the_machine(tmp_path):
     out = tmp_path / "tiny.json"
     md = tmp_path / "tiny.md"
-    stdout = run_script("bench/suite.py", "--size", "tiny", "--repeat", "1", "--sweep-on-cpu",
+    stdout = run_script("bench/suite.py", "--size", "tiny", "--repeat", "1",
                         "--json", str(out), "--markdown", str(md), tmp_path=tmp_path)
     result = json.loads(out.read_text())
     machine = result["machine"]
@@ -44,16 +44,22 @@ def test_suite_runs_every_row_and_names_the_machine(tmp_path):
     assert result["rows"]["3"][0]["updates_per_solve"] >= 1
     torch_row = result["rows"]["4"][0]
     assert ("skipped" in torch_row) or torch_row["torch_ms"] > 0
-    assert result["rows"]["5"][0]["sequential_model_steps_per_s"] > 0
+    sweep = result["rows"]["5"][0]
+    if "skipped" in sweep:                     # no MNIST here: the row says where it looked
+        assert "set GAUGELIT_DATA_DIR" in sweep["skipped"]
+    else:
+        assert sweep["runs"] == 2 and sweep["jobs"] >= 1 and sweep["steps_per_run"] == 8
+        assert sweep["sequential_model_steps_per_s"] > 0 and sweep["parallel_model_steps_per_s"] > 0
     assert "Row 1" in stdout and "Row 3" in stdout and md.read_text().strip() in stdout
 
 
-def test_sweep_row_says_no_gpu_without_cupy(tmp_path):
+def test_sweep_row_is_skipped_without_mnist_and_downloads_nothing(tmp_path):
     out = tmp_path / "row5.json"
-    stdout = run_script("bench/suite.py", "--size", "tiny", "--rows", "5", "--backend", "numpy",
-                        "--json", str(out), tmp_path=tmp_path)
-    assert json.loads(out.read_text())["rows"]["5"] == [{"skipped": "no GPU"}]
-    assert "skipped: no GPU" in stdout
+    stdout = run_script("bench/suite.py", "--size", "tiny", "--rows", "5", "--json", str(out),
+                        tmp_path=tmp_path, GAUGELIT_DATA_DIR=str(tmp_path / "empty"))
+    [row] = json.loads(out.read_text())["rows"]["5"]
+    assert row["skipped"].startswith(f"{tmp_path / 'empty' / 'mnist'}") and "is missing" in row["skipped"]
+    assert "skipped:" in stdout and not (tmp_path / "empty").exists()
 
 
 def test_solver_figures_still_prints_its_table(tmp_path):
