@@ -342,7 +342,7 @@ def minnorm(net: LayeredNet, p: float = 2.0, *, method: str | None = None, delta
         gamma.append(st.gamma())
         if not (math.isfinite(objective[-1]) and math.isfinite(step)):
             raise FloatingPointError(f"minnorm: non-finite objective after update {it}; "
-                                     f"the weights' |W|^p may overflow {M[0].dtype} at p={p}")
+                                     f"the weights' |W|^p may overflow or underflow {M[0].dtype} at p={p}")
         if gamma_tol is None and step < delta:
             converged = True
             break
@@ -380,7 +380,7 @@ def _algorithm1_in_log_domain(M, p, u, delta, max_iter, dead_units_of, products=
         step = _multiplicative_update(st)
         if not math.isfinite(step):
             raise FloatingPointError(f"Algorithm 1: non-finite update {it}; the weights' |W|^p "
-                                     f"may overflow {st.u[1].dtype} at p={p}")
+                                     f"may overflow or underflow {st.u[1].dtype} at p={p}")
         if step < delta:
             return st.u[1:-1], it, True
         st.refresh(range(st.L), range(st.L))

@@ -346,9 +346,16 @@ class _StoredNet:
 
 
 
+def _on_device_of(net: LayeredNet, a):
+    """``a`` on the network's backend: NumPy data go to a CuPy network's device (one copy)."""
+    return a if net.xp is np else net.xp.asarray(a)
+
+
 def evaluate(net: LayeredNet, X, y, p: float, weight_decay: float, *, loss: str = "log",
              chunk: int = 8192) -> dict:
-    """On the whole set: the regularised loss (eq. 33), the data loss, and (log-loss) the error rate."""
+    """On the whole set: the regularised loss (eq. 33), the data loss, and (log-loss) the error
+    rate. NumPy data are copied to the device of a network on the GPU."""
+    X, y = _on_device_of(net, X), _on_device_of(net, y)
     xp = _check_targets(net, X, y, loss, "evaluate")
     total, wrong = 0.0, 0
     for start in range(0, X.shape[0], chunk):
@@ -381,8 +388,9 @@ def train(net: LayeredNet, X, y, *, optimizer: str = "sgd", p: float | None = No
     gauge-fixed step costs little more than a plain one. ``soft_gauge`` adds the soft gauge-fixing penalty
     of :func:`gaugelit.soft_gauge.soft_gauge_penalty` with that strength to the loss.
 
-    ``history`` holds per-epoch lists (entry 0 is the untrained network): ``epoch``, ``lr``,
-    ``reg_loss``, ``data_loss`` (and ``log_loss``, ``train_error`` for the log-loss), ``test_error``
+    The data may be NumPy arrays for a network on the GPU: they are copied to its device once.
+    ``history`` holds per-epoch lists (entry 0 is the untrained network): ``epoch``, ``lr`` (the
+    rate used in that epoch; entry 0 the initial one), ``reg_loss``, ``data_loss`` (and ``log_loss``, ``train_error`` for the log-loss), ``test_error``
     or ``test_loss`` when test data are given, ``seconds`` (training time of the epoch) and
     ``gauge_iterations`` (Algorithm 1 updates in the epoch). A non-finite loss raises
     :class:`TrainingDiverged` naming the epoch and step. The input network is not modified.
@@ -404,8 +412,12 @@ def train(net: LayeredNet, X, y, *, optimizer: str = "sgd", p: float | None = No
         raise ValueError(f"epochs must be an integer >= 0 and batch_size >= 1, got {epochs}, {batch_size}")
     if not (0 < lr_decay <= 1):
         raise ValueError(f"lr_decay must lie in (0, 1], got {lr_decay}")
+    if gauge_fix and not (delta > 0 and np.isfinite(delta)):
+        raise ValueError(f"delta (Algorithm 1's tolerance) must be finite and > 0, got {delta}")
+    X, y = _on_device_of(net, X), _on_device_of(net, y)      # data sets load as NumPy arrays
     xp = _check_targets(net, X, y, loss, "train")
     if X_test is not None:
+        X_test, y_test = _on_device_of(net, X_test), _on_device_of(net, y_test)
         _check_targets(net, X_test, y_test, loss, "train (test set)")
     if not bool(xp.isfinite(X).all()):
         raise ValueError("train: X has non-finite entries")
@@ -475,7 +487,7 @@ def train(net: LayeredNet, X, y, *, optimizer: str = "sgd", p: float | None = No
                 bar.set_postfix(epoch=epoch, loss=f"{float(window[-1]):.4g}", refresh=False)
         net = state.materialize()
         seconds = time.perf_counter() - start
-        lr *= lr_decay
         record(epoch, seconds, gauge_iterations)
+        lr *= lr_decay
     bar.close()
     return net, history
