@@ -42,12 +42,12 @@ __all__ = ["Settings", "SETTINGS", "Run", "settings_for", "run_settings", "run_o
            "device_name", "available_cores", "curves", "final_table", "paired_differences", "plot_learning_curves",
            "METRICS", "FORMAT"]
 
-#: Version of the run-file layout.
-FORMAT = 1
+#: Version of the run-file layout (2: ``reg_loss_min_norm`` added; files of another version rerun).
+FORMAT = 2
 #: The per-epoch curves a run file holds (entry 0 is the untrained network).
-METRICS = ("reg_loss", "log_loss", "train_error", "test_error")
-_HISTORY_KEYS = ("epoch", "lr", "reg_loss", "log_loss", "train_error", "test_error", "seconds",
-                 "gauge_iterations")
+METRICS = ("reg_loss", "reg_loss_min_norm", "log_loss", "train_error", "test_error")
+_HISTORY_KEYS = ("epoch", "lr", "reg_loss", "reg_loss_min_norm", "log_loss", "train_error", "test_error",
+                 "seconds", "gauge_iterations")
 
 
 @dataclass(frozen=True)
@@ -199,9 +199,12 @@ def _read_record(path: Path):
 
 def is_finished(path, settings: dict, *, same_code: bool = False) -> bool:
     """Whether ``path`` holds a finished run with exactly these settings (and, with ``same_code``,
-    made by the same code); an unreadable or partial file counts as not finished."""
+    made by the same code); an unreadable or partial file, or one in another :data:`FORMAT`,
+    counts as not finished."""
     record = _read_record(Path(path))
     if not isinstance(record, dict) or record.get("status") not in ("finished", "diverged"):
+        return False
+    if record.get("format") != FORMAT:
         return False
     if record.get("settings") != json.loads(json.dumps(settings)):
         return False
@@ -454,6 +457,7 @@ def plot_learning_curves(records: list[dict], optimizer: str,
         _, axes = plt.subplots(len(panels), len(metrics), figsize=(3.6 * len(metrics), 2.4 * len(panels)),
                                squeeze=False, sharex=True, constrained_layout=True)
     titles = {"reg_loss": f"regularised log-loss (l{OPTIMIZERS[optimizer]['p']:g})",
+              "reg_loss_min_norm": f"same, in the minimum-norm gauge (l{OPTIMIZERS[optimizer]['p']:g})",
               "log_loss": "log-loss", "train_error": "training error", "test_error": "test error"}
     styles = {False: dict(color="tab:blue", label="no gauge fixing"),
               True: dict(color="tab:red", label="minimum-norm gauge")}

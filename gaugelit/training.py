@@ -11,7 +11,7 @@ import numpy as np
 from .backend import array_module
 from .gauge import _abs_pow, dead_units
 from .network import LayeredNet, check_p
-from .solvers import ConvergenceWarning, _algorithm1_in_log_domain
+from .solvers import ConvergenceWarning, _algorithm1_in_log_domain, minnorm
 
 __all__ = ["TrainingDiverged", "loss_and_grads", "regularizer", "sgd_step", "egd_step", "evaluate",
            "train", "OPTIMIZERS"]
@@ -390,7 +390,9 @@ def train(net: LayeredNet, X, y, *, optimizer: str = "sgd", p: float | None = No
 
     The data may be NumPy arrays for a network on the GPU: they are copied to its device once.
     ``history`` holds per-epoch lists (entry 0 is the untrained network): ``epoch``, ``lr`` (the
-    rate used in that epoch; entry 0 the initial one), ``reg_loss``, ``data_loss`` (and ``log_loss``, ``train_error`` for the log-loss), ``test_error``
+    rate used in that epoch; entry 0 the initial one), ``reg_loss``, ``reg_loss_min_norm`` (the
+    regularised loss of the same function in its minimum-norm gauge, :func:`minnorm`: what
+    ``reg_loss`` would be after balancing, so never above it), ``data_loss`` (and ``log_loss``, ``train_error`` for the log-loss), ``test_error``
     or ``test_loss`` when test data are given, ``seconds`` (training time of the epoch) and
     ``gauge_iterations`` (Algorithm 1 updates in the epoch). A non-finite loss raises
     :class:`TrainingDiverged` naming the epoch and step. The input network is not modified.
@@ -436,11 +438,19 @@ def train(net: LayeredNet, X, y, *, optimizer: str = "sgd", p: float | None = No
     rng = np.random.default_rng(seed)
     # A host sync per step is free on the CPU; on a GPU, check the loss buffer every so often.
     check_every = 1 if xp is np else 100
-    history = {k: [] for k in ("epoch", "lr", "reg_loss", "data_loss", "seconds", "gauge_iterations")}
+    history = {k: [] for k in ("epoch", "lr", "reg_loss", "reg_loss_min_norm", "data_loss", "seconds",
+                               "gauge_iterations")}
 
     def record(epoch, seconds, gauge_iterations):
         stats = evaluate(net, X, y, p, weight_decay, loss=loss)
+        # The same function in its minimum-norm gauge: the least regularised loss any rescaling of
+        # the network has, which separates what training reached from where the gauge sits.
+        try:
+            least_norm = float(minnorm(net, p, delta=1e-4).objective[-1])
+        except FloatingPointError as err:
+            raise TrainingDiverged(f"train: the minimum-norm gauge after epoch {epoch} failed: {err}") from None
         for key, value in (("epoch", epoch), ("lr", lr), ("reg_loss", stats["reg_loss"]),
+                           ("reg_loss_min_norm", stats["data_loss"] + weight_decay * least_norm / p),
                            ("data_loss", stats["data_loss"]), ("seconds", seconds),
                            ("gauge_iterations", gauge_iterations)):
             history[key].append(value)

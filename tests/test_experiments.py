@@ -72,6 +72,7 @@ def test_run_one_writes_curves_settings_device_and_time(tiny, tmp_path):
     for metric in ex.METRICS:
         assert len(h[metric]) == 3 and all(np.isfinite(h[metric]))
     assert h["gauge_iterations"][1] > 0
+    assert all(m <= r for m, r in zip(h["reg_loss_min_norm"], h["reg_loss"]))
     assert record["device"].startswith("CPU: ") and record["wall_seconds"] > 0
     assert record["gaugelit_version"] == gl.__version__ and record["code"] == ex.code_fingerprint()
 
@@ -118,6 +119,8 @@ def test_partial_or_foreign_files_are_not_finished(tiny, tmp_path):
     record["code"] = "0" * 16                                       # written by other code
     ex.write_json_atomic(path, record)
     assert ex.is_finished(path, config) and not ex.is_finished(path, config, same_code=True)
+    ex.write_json_atomic(path, dict(record, format=ex.FORMAT - 1))   # an older file layout
+    assert not ex.is_finished(path, config)
 
 
 def test_an_interrupted_sweep_leaves_no_partial_file_and_resumes(tiny, tmp_path, monkeypatch):

@@ -139,3 +139,15 @@ def test_bad_targets():
         gl.loss_and_grads(net, X, np.zeros((20, 2)), loss="mse")
     with pytest.raises(ValueError, match="non-finite"):
         gl.train(net, np.full_like(X, np.nan), y, epochs=1, progress=False)
+
+
+def test_history_records_the_regularised_loss_in_the_minimum_norm_gauge():
+    X, y = blobs()
+    net = gl.he_init([6, 16, 12, 3], seed=0, xp=np, dtype="float64")
+    lam = 0.05
+    _, hist = gl.train(net, X, y, lr=0.05, weight_decay=lam, epochs=2, progress=False)
+    balanced = gl.minnorm(net, 2.0, gamma_tol=1e-10).net        # epoch 0: the untrained network
+    expected = gl.evaluate(balanced, X, y, 2.0, lam)["reg_loss"]
+    np.testing.assert_allclose(hist["reg_loss_min_norm"][0], expected, rtol=1e-7)
+    assert all(m <= r + 1e-12 for m, r in zip(hist["reg_loss_min_norm"], hist["reg_loss"]))
+    assert hist["reg_loss_min_norm"][0] < hist["reg_loss"][0] - 1e-3   # he_init is far from balanced
