@@ -236,7 +236,7 @@ def run_one(run: Run, settings: Settings, out, *, xp=None, progress: bool = Fals
         _, history = train(net, X, y, optimizer=run.optimizer, epochs=settings.epochs,
                            batch_size=settings.batch_size, lr_decay=settings.lr_decay,
                            gauge_fix=run.gauge_fix, delta=settings.delta, seed=run.seed,
-                           progress=progress, X_test=X_test, y_test=y_test)
+                           progress=progress, X_test=X_test, y_test=y_test, min_norm_loss=True)
         record["status"] = "finished"
         record["history"] = {k: [float(v) for v in history[k]] for k in _HISTORY_KEYS}
     except TrainingDiverged as err:

@@ -145,7 +145,10 @@ def test_history_records_the_regularised_loss_in_the_minimum_norm_gauge():
     X, y = blobs()
     net = gl.he_init([6, 16, 12, 3], seed=0, xp=np, dtype="float64")
     lam = 0.05
-    _, hist = gl.train(net, X, y, lr=0.05, weight_decay=lam, epochs=2, progress=False)
+    _, plain = gl.train(net, X, y, lr=0.05, weight_decay=lam, epochs=2, progress=False)
+    assert "reg_loss_min_norm" not in plain                      # opt-in: a solve per epoch
+    _, hist = gl.train(net, X, y, lr=0.05, weight_decay=lam, epochs=2, progress=False, min_norm_loss=True)
+    assert hist["reg_loss"] == plain["reg_loss"]
     balanced = gl.minnorm(net, 2.0, gamma_tol=1e-10).net        # epoch 0: the untrained network
     expected = gl.evaluate(balanced, X, y, 2.0, lam)["reg_loss"]
     np.testing.assert_allclose(hist["reg_loss_min_norm"][0], expected, rtol=1e-7)
