@@ -22,7 +22,19 @@ from .gauge import balance_gaps, imbalance, pnorm
 from .network import LayeredNet, check_p
 from .training import loss_and_grads
 
-__all__ = ["flow_velocity", "balance_rate", "integrate_flow", "FlowResult"]
+__all__ = ["flow_velocity", "balance_rate", "integrate_flow", "FlowResult", "relu_pattern"]
+
+
+def relu_pattern(net: LayeredNet, X):
+    """Which hidden unit is active (ReLU input > 0) on which example: a flat boolean array, layer by
+    layer, example-major. The flows are smooth between two points with the same pattern; where it
+    changes, ``Delta_i(t)`` has a kink and a difference quotient across it is not a derivative."""
+    xp = net.xp
+    act, pattern = X, []
+    for W, b in zip(net.weights[:-1], net.biases[:-1]):
+        act = xp.maximum(act @ W.T + b, 0)
+        pattern.append((act > 0).ravel())
+    return xp.concatenate(pattern)
 
 
 def _check_rate(name, value):

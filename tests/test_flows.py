@@ -148,3 +148,14 @@ def test_balance_rate_needs_matching_velocity():
     net = random_net([4, 6, 3], seed=9)
     with pytest.raises(ValueError, match="one array per weight matrix"):
         flows.balance_rate(net, ([net.weights[0]], net.biases), 2.0)
+
+
+def test_relu_pattern_marks_active_units_and_changes_at_a_kink(xp):
+    net = gl.LayeredNet([xp.asarray([[1.0], [-1.0]]), xp.asarray([[1.0, 1.0]])],
+                        [xp.asarray([0.0, 0.5]), xp.asarray([0.0])])
+    X = xp.asarray([[2.0], [-2.0], [0.25]])
+    # unit 0 computes x, unit 1 computes 0.5 - x: active where positive
+    assert gl.to_numpy(flows.relu_pattern(net, X)).tolist() == [True, False, False, True, True, True]
+    moved = gl.LayeredNet([xp.asarray([[1.0], [-1.0]]), xp.asarray([[1.0, 1.0]])],
+                          [xp.asarray([0.0, 0.1]), xp.asarray([0.0])])     # unit 1 switches off at x = 0.25
+    assert (flows.relu_pattern(moved, X) != flows.relu_pattern(net, X)).sum() == 1
