@@ -371,10 +371,9 @@ def row_sweep(cfg, xp, rounds, jobs):
     import tempfile
 
     from gaugelit import experiments as ex
-    from gaugelit.data import DATASETS, DataFileMissing, fetch
-    try:                                                    # a benchmark does not download
-        for remote in DATASETS["mnist"].files.values():
-            fetch(remote, download=False)
+    from gaugelit.data import DataFileMissing, fetch_dataset
+    try:
+        fetch_dataset("mnist", download=False)              # a benchmark does not download
     except DataFileMissing as err:
         return [dict(skipped=f"{str(err).split(' (')[0]}; set GAUGELIT_DATA_DIR, or let "
                              "`gaugelit.load_dataset('mnist')` download it")]

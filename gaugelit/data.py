@@ -26,7 +26,7 @@ import numpy as np
 from .settings import data_dir
 
 __all__ = ["DATASETS", "RemoteFile", "DatasetSpec", "DataFileMissing", "DataFileCorrupt",
-           "Dataset", "fetch", "verify", "read_idx", "read_emnist_zip", "read_cifar10_tarball",
+           "Dataset", "fetch", "fetch_dataset", "verify", "read_idx", "read_emnist_zip", "read_cifar10_tarball",
            "load_raw", "load_dataset", "top_singular_directions", "project_top_singular"]
 
 
@@ -344,18 +344,21 @@ def read_cifar10_tarball(path):
 # Loading
 
 
+def fetch_dataset(name: str, *, download: bool = True, root=None) -> dict[str, Path]:
+    """Every file of a data set, checked (see :func:`fetch`): ``{key: path}``."""
+    return {key: fetch(remote, download=download, root=root) for key, remote in _spec(name).files.items()}
+
+
 @functools.lru_cache(maxsize=4)
 def _load_raw_cached(name: str, root: str, download: bool):
-    spec, root = _spec(name), Path(root)
-    get = functools.partial(fetch, download=download, root=root)
+    spec, f = _spec(name), fetch_dataset(name, download=download, root=root)
     if name in ("mnist", "fashion-mnist"):
-        f = {key: get(remote) for key, remote in spec.files.items()}
         arrays = (*_read_idx_pair(f["train_images"], f["train_labels"], spec.n_classes),
                   *_read_idx_pair(f["test_images"], f["test_labels"], spec.n_classes))
     elif name == "emnist-balanced":
-        arrays = read_emnist_zip(get(spec.files["archive"]), "balanced")
+        arrays = read_emnist_zip(f["archive"], "balanced")
     else:
-        arrays = read_cifar10_tarball(get(spec.files["archive"]))
+        arrays = read_cifar10_tarball(f["archive"])
     for a in arrays:
         a.flags.writeable = False  # shared by every caller of the cache
     return arrays

@@ -33,7 +33,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from .backend import asarray, default_backend
-from .data import DATASETS, fetch, load_dataset
+from .data import DATASETS, fetch_dataset, load_dataset
 from .network import ARCHITECTURES, he_init
 from .training import OPTIMIZERS, TrainingDiverged, train
 
@@ -318,9 +318,8 @@ def _run_in_processes(runs, settings, out, jobs, finished, log):
     files are written), then the error is raised, naming its run."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    for name in sorted({run.dataset for run in runs}):    # download and check each file once, here,
-        for remote in DATASETS[name].files.values():       # not in every worker at the same time
-            fetch(remote)
+    for name in sorted({run.dataset for run in runs}):    # download and check the files once, here,
+        fetch_dataset(name)                                # not in every worker at the same time
     # spawn, not fork: a forked child inherits BLAS thread pools and CUDA state it cannot use.
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
     try:

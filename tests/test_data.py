@@ -375,3 +375,15 @@ def test_load_dataset_fashion_subset_real_files():
     X_train, y_train, X_test, y_test = gl.load_dataset("fashion-mnist", n_train=1000, n_test=500, k=50)
     assert X_train.shape == (1000, 50) and X_test.shape == (500, 50)
     assert np.bincount(gd.load_raw("fashion-mnist")[1]).tolist() == [6000] * 10
+
+
+def test_fetch_dataset_checks_every_file_and_never_downloads_when_told(data_root):
+    with pytest.raises(gd.DataFileMissing, match=r"mnist/train-images-idx3-ubyte\.gz is missing"):
+        gd.fetch_dataset("mnist", download=False)
+    remote = gd.DATASETS["mnist"].files["train_images"]
+    (data_root / "mnist").mkdir()
+    (data_root / remote.name).write_bytes(b"\0" * remote.size)          # right size, wrong bytes
+    with pytest.raises(gd.DataFileCorrupt, match="train-images"):
+        gd.fetch_dataset("mnist", download=False, root=data_root)
+    with pytest.raises(ValueError, match="unknown data set"):
+        gd.fetch_dataset("svhn")

@@ -239,10 +239,9 @@ def test_cli_reproduce_resume_and_summary(tiny, tmp_path, capsys, monkeypatch):
 
 @pytest.fixture
 def real_small():
-    from gaugelit.data import DATASETS, DataFileMissing, fetch
+    from gaugelit.data import DataFileMissing, fetch_dataset
     try:
-        for remote in DATASETS["mnist"].files.values():
-            fetch(remote, download=False)
+        fetch_dataset("mnist", download=False)
     except DataFileMissing:
         pytest.skip(f"MNIST not in {gl.data_dir()} (set GAUGELIT_DATA_DIR; CI points it at ../shared/data)")
     return ex.Settings("ci", ("mnist",), ("3-layer",), seeds=(0, 1), epochs=1, n_train=256, n_test=32,
