@@ -39,7 +39,7 @@ from .training import OPTIMIZERS, TrainingDiverged, train
 
 __all__ = ["Settings", "SETTINGS", "Run", "settings_for", "run_settings", "run_one", "reproduce",
            "is_finished", "write_json_atomic", "load_results", "grid_records", "results_root", "code_fingerprint",
-           "device_name", "available_cores", "curves", "final_table", "paired_differences", "plot_learning_curves",
+           "device_name", "available_cores", "curves", "final_table", "paired_differences", "balancing_share", "plot_learning_curves",
            "METRICS", "FORMAT"]
 
 #: Version of the run-file layout (2: ``reg_loss_min_norm`` added; files of another version rerun).
@@ -412,17 +412,32 @@ def curves(records: list[dict], metric: str) -> dict[tuple, dict]:
     return table
 
 
-def paired_differences(records: list[dict], metric: str, epoch: int = -1) -> dict[tuple, np.ndarray]:
-    """Per ``(dataset, architecture, optimizer)``: ``metric`` at ``epoch`` with gauge fixing minus
-    without, for each seed run both ways (same initial network, same mini-batches)."""
+def _pairs(records: list[dict], value: Callable[[dict], float]) -> dict[tuple, list[dict]]:
+    """Per ``(dataset, architecture, optimizer)``, one ``{False: v, True: v}`` per seed run both ways
+    (in seed order), ``v = value(history)`` of the run without and with gauge fixing."""
     by_seed: dict[tuple, dict] = {}
     for record in records:
         d, a, o, g = _group_key(record)
-        by_seed.setdefault((d, a, o), {}).setdefault(record["settings"]["seed"], {})[g] = \
-            record["history"][metric][epoch]
-    return {key: np.array([pair[True] - pair[False] for _, pair in sorted(seeds.items())
-                           if True in pair and False in pair])
+        by_seed.setdefault((d, a, o), {}).setdefault(record["settings"]["seed"], {})[g] = value(record["history"])
+    return {key: [pair for _, pair in sorted(seeds.items()) if True in pair and False in pair]
             for key, seeds in sorted(by_seed.items())}
+
+
+def paired_differences(records: list[dict], metric: str, epoch: int = -1) -> dict[tuple, np.ndarray]:
+    """Per ``(dataset, architecture, optimizer)``: ``metric`` at ``epoch`` with gauge fixing minus
+    without, for each seed run both ways (same initial network, same mini-batches)."""
+    return {key: np.array([pair[True] - pair[False] for pair in pairs])
+            for key, pairs in _pairs(records, lambda h: h[metric][epoch]).items()}
+
+
+def balancing_share(records: list[dict], epoch: int = -1) -> dict[tuple, np.ndarray]:
+    """Per ``(dataset, architecture, optimizer)``, for each seed run both ways: the fraction of the
+    gap in ``reg_loss`` at ``epoch`` (without minus with gauge fixing) that moving the baseline
+    into its minimum-norm gauge removes, ``(reg_loss - reg_loss_min_norm) / gap`` of the baseline.
+    Above 1 where the balanced baseline is below the gauge-fixed run."""
+    both = _pairs(records, lambda h: (h["reg_loss"][epoch], h["reg_loss_min_norm"][epoch]))
+    return {key: np.array([(pair[False][0] - pair[False][1]) / (pair[False][0] - pair[True][0]) for pair in pairs])
+            for key, pairs in both.items()}
 
 
 def final_table(records: list[dict]) -> list[dict]:

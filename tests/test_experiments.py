@@ -280,3 +280,16 @@ def test_jobs_must_be_a_count(tiny, tmp_path):
     with pytest.raises(ValueError, match="jobs must be an integer >= 0"):
         ex.reproduce(tiny, tmp_path, jobs=-1, log=None)
     assert ex.available_cores() >= 1
+
+
+def test_balancing_share_is_the_part_of_the_gap_the_baseline_loses_by_balancing():
+    def record(gauge, seed, reg, balanced):
+        return {"settings": {"dataset": "mnist", "architecture": "3-layer", "optimizer": "sgd",
+                             "gauge_fix": gauge, "seed": seed},
+                "history": {"reg_loss": [9.0, reg], "reg_loss_min_norm": [9.0, balanced]}}
+    records = [record(False, 0, 1.0, 0.7), record(True, 0, 0.6, 0.6),     # 0.3 of a 0.4 gap
+               record(False, 1, 1.0, 0.5), record(True, 1, 0.6, 0.6),     # balanced baseline below
+               record(False, 2, 1.0, 0.9)]                                # unpaired: left out
+    share = ex.balancing_share(records)
+    np.testing.assert_allclose(share[("mnist", "3-layer", "sgd")], [0.75, 1.25])
+    np.testing.assert_allclose(ex.paired_differences(records, "reg_loss")[("mnist", "3-layer", "sgd")], [-0.4, -0.4])
