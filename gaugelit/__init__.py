@@ -6,7 +6,7 @@ Algorithm 1 and faster exact ones, on NumPy or CuPy from one code path.
 from .backend import array_module, asarray, cupy_available, default_backend, to_numpy
 from .data import load_dataset
 from .flows import FlowResult, balance_rate, flow_velocity, integrate_flow
-from .gauge import balance_gaps, dead_units, imbalance, pnorm, rescale, unit_norms
+from .gauge import balance_gaps, dead_units, imbalance, pnorm, rescale, sublevel_log_bounds, unit_norms
 from .network import ARCHITECTURES, LayeredNet, he_init
 from .settings import data_dir, scale
 from .soft_gauge import (GaugeCoordinates, gauge_coordinates, generator_gram, rescaling_generators,
@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ARCHITECTURES", "LayeredNet", "he_init",
-    "rescale", "pnorm", "unit_norms", "dead_units", "imbalance", "balance_gaps",
+    "rescale", "pnorm", "unit_norms", "dead_units", "imbalance", "balance_gaps", "sublevel_log_bounds",
     "minnorm", "MinNormResult", "METHODS", "ConvergenceWarning",
     "train", "TrainingDiverged", "loss_and_grads", "regularizer", "sgd_step", "egd_step", "evaluate",
     "flow_velocity", "balance_rate", "integrate_flow", "FlowResult",

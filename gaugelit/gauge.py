@@ -1,12 +1,16 @@
-"""The gauge: rescalings (eqs. 5-6), the entry-wise p-norm (eq. 7), and balance (eqs. 9, 20, 24, 32)."""
+"""The gauge: rescalings (eqs. 5-6), the entry-wise p-norm (eq. 7), balance (eqs. 9, 20, 24, 32),
+and the bounds of Lemma 2.4 on the rescalings that do not raise the norm (eqs. 17-19)."""
 from __future__ import annotations
 
+from contextlib import nullcontext as _nullcontext
 from typing import Sequence
+
+import numpy as np
 
 from .backend import array_module
 from .network import LayeredNet, check_p
 
-__all__ = ["rescale", "pnorm", "unit_norms", "dead_units", "imbalance", "balance_gaps"]
+__all__ = ["rescale", "pnorm", "unit_norms", "dead_units", "imbalance", "balance_gaps", "sublevel_log_bounds"]
 
 
 def rescale(net: LayeredNet, factors: Sequence) -> LayeredNet:
@@ -114,3 +118,26 @@ def balance_gaps(net: LayeredNet, p: float, include_bias: bool = True):
             gap = gap + _abs_pow(net.biases[k - 1], p, net.xp)
         gaps.append(gap)
     return gaps
+
+
+def sublevel_log_bounds(net: LayeredNet, p: float):
+    """Logs of the bounds of Lemma 2.4 (eqs. 17-19) on the factors ``a`` with ``F(a) <= F(1)``.
+
+    Returns ``(edge, up, down)``: ``edge[l]`` bounds ``log a_i - log a_j`` for every weight
+    ``W_ij`` of layer ``l`` by ``(1/p) log(||W||^p / |W_ij|^p)`` (eq. 17, with the power 1/p the
+    printed form lacks); ``up[k]`` and ``down[k]`` bound ``log a`` and ``-log a`` of hidden layer
+    ``k`` by the shortest path of such edges from the inputs (eq. 18) and to the outputs (eq. 19),
+    found layer by layer by min-plus products. Zero weights give infinite edges (no bound).
+    """
+    p = check_p(p)
+    xp = net.xp
+    M = [_abs_pow(W, p, xp) for W in net.weights]
+    total = sum(m.sum() for m in M)                                  # ||W||_{p,p}^p
+    with np.errstate(divide="ignore") if xp is np else _nullcontext():
+        edge = [xp.log(total / m) / p for m in M]
+    up, down = [xp.zeros(net.sizes[0], dtype=M[0].dtype)], [xp.zeros(net.sizes[-1], dtype=M[0].dtype)]
+    for c in edge[:-1]:
+        up.append((up[-1][None, :] + c).min(axis=1))
+    for c in edge[:0:-1]:
+        down.insert(0, (down[0][:, None] + c).min(axis=0))
+    return edge, up[1:], down[:-1]

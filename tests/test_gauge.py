@@ -99,3 +99,26 @@ def test_pnorm_scales_as_the_gauge_says():
     fan_in, fan_out = (x[1] for x in gl.unit_norms(net, 1.0)[0])
     change = gl.pnorm(gl.rescale(net, [a]), 1.0) - gl.pnorm(net, 1.0)
     assert np.isclose(change, fan_in * (2 - 1) + fan_out * (0.5 - 1))
+
+
+def test_sublevel_log_bounds_are_the_shortest_paths_of_eq_17_edges(xp):
+    import itertools
+    net = random_net([3, 4, 3, 2], seed=7, xp=xp)
+    for p in (0.5, 1.0, 2.0):
+        edge, up, down = gl.sublevel_log_bounds(net, p)
+        Ws = [gl.to_numpy(W) for W in net.weights]
+        total = sum((np.abs(W) ** p).sum() for W in Ws)
+        length = [np.log(total / np.abs(W) ** p) / p for W in Ws]          # eq. (17), edge by edge
+        for l, e in enumerate(edge):
+            np.testing.assert_allclose(gl.to_numpy(e), length[l], rtol=1e-12)
+        sizes = net.sizes
+        for k in range(1, len(sizes) - 1):                                 # brute force over all paths
+            for i in range(sizes[k]):
+                best_up = min(sum(length[l][path[l + 1], path[l]] for l in range(k))
+                              for path in (c + (i,) for c in itertools.product(*map(range, sizes[:k]))))
+                best_down = min(sum(length[l][path[l - k + 1], path[l - k]] for l in range(k, len(Ws)))
+                                for path in ((i,) + c for c in itertools.product(*map(range, sizes[k + 1:]))))
+                np.testing.assert_allclose(float(gl.to_numpy(up[k - 1])[i]), best_up, rtol=1e-12)
+                np.testing.assert_allclose(float(gl.to_numpy(down[k - 1])[i]), best_down, rtol=1e-12)
+    with pytest.raises(ValueError):
+        gl.sublevel_log_bounds(net, 0.0)
