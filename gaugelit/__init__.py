@@ -12,8 +12,8 @@ from .settings import data_dir, scale
 from .soft_gauge import (GaugeCoordinates, gauge_coordinates, generator_gram, rescaling_generators,
                          soft_gauge_flow, soft_gauge_penalty)
 from .solvers import METHODS, ConvergenceWarning, MinNormResult, minnorm
-from .training import (TrainingDiverged, egd_step, evaluate, loss_and_grads, regularizer, sgd_step,
-                       train)
+from .training import (EGD_BIASES, TrainingDiverged, egd_bias_scale, egd_step, evaluate, loss_and_grads,
+                       regularizer, sgd_step, train)
 
 __version__ = "0.1.0"
 
@@ -22,6 +22,7 @@ __all__ = [
     "rescale", "pnorm", "unit_norms", "dead_units", "imbalance", "balance_gaps", "sublevel_log_bounds",
     "minnorm", "MinNormResult", "METHODS", "ConvergenceWarning",
     "train", "TrainingDiverged", "loss_and_grads", "regularizer", "sgd_step", "egd_step", "evaluate",
+    "EGD_BIASES", "egd_bias_scale",
     "flow_velocity", "balance_rate", "integrate_flow", "FlowResult",
     "soft_gauge_penalty", "soft_gauge_flow", "gauge_coordinates", "GaugeCoordinates",
     "rescaling_generators", "generator_gram",

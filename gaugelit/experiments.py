@@ -142,6 +142,7 @@ def run_settings(run: Run, settings: Settings) -> dict:
         "lr_decay": settings.lr_decay, "n_train": settings.n_train, "n_test": settings.n_test,
         "k": settings.k, "dtype": settings.dtype, "loss": "log", "init": "he_init(sizes, seed)",
         "hidden_biases": "frozen at zero", "preprocessing": "pixels/255, uncentred top-k SVD of the training inputs",
+        **({"egd_biases": "plus-minus"} if run.optimizer == "egd" else {}),
     }
 
 
@@ -236,7 +237,8 @@ def run_one(run: Run, settings: Settings, out, *, xp=None, progress: bool = Fals
         _, history = train(net, X, y, optimizer=run.optimizer, epochs=settings.epochs,
                            batch_size=settings.batch_size, lr_decay=settings.lr_decay,
                            gauge_fix=run.gauge_fix, delta=settings.delta, seed=run.seed,
-                           progress=progress, X_test=X_test, y_test=y_test, min_norm_loss=True)
+                           progress=progress, X_test=X_test, y_test=y_test, min_norm_loss=True,
+                           **({"egd_biases": config["egd_biases"]} if run.optimizer == "egd" else {}))
         record["status"] = "finished"
         record["history"] = {k: [float(v) for v in history[k]] for k in _HISTORY_KEYS}
     except TrainingDiverged as err:

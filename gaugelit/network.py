@@ -14,12 +14,13 @@ from .backend import array_module, asarray, default_backend
 
 __all__ = ["LayeredNet", "he_init", "ARCHITECTURES", "check_p"]
 
-#: The paper's three networks (sections 2.4 and 4.1), 200 inputs and 10 outputs. The text says each
-#: has 3750 hidden units; the printed 7-layer widths sum to 3250, and gaugelit keeps them as printed.
+#: The paper's three networks (sections 2.4 and 4.1), 200 inputs and 10 outputs, 3750 hidden units
+#: each; "n-layer" counts weight matrices. The 7-layer widths are the published ones (Saul, TMLR
+#: 2023): the preprint's text drops one 500, leaving six matrices and 3250 units (a slip; see the ledger).
 ARCHITECTURES: dict[str, tuple[int, ...]] = {
     "3-layer": (200, 2500, 1250, 10),
     "5-layer": (200, 2000, 1000, 500, 250, 10),
-    "7-layer": (200, 1000, 750, 750, 500, 250, 10),
+    "7-layer": (200, 1000, 750, 750, 500, 500, 250, 10),
 }
 
 _FLOAT_KINDS = ("float32", "float64")

@@ -14,7 +14,7 @@ from .network import LayeredNet, check_p
 from .solvers import ConvergenceWarning, _algorithm1_in_log_domain, minnorm
 
 __all__ = ["TrainingDiverged", "loss_and_grads", "regularizer", "sgd_step", "egd_step", "evaluate",
-           "train", "OPTIMIZERS"]
+           "train", "OPTIMIZERS", "EGD_BIASES", "egd_bias_scale"]
 
 #: The paper's settings (section 4.1): SGD pairs with l2 weight decay, EGD with l1.
 OPTIMIZERS = {
@@ -123,16 +123,44 @@ def sgd_step(net: LayeredNet, grad_weights, grad_biases, lr: float, weight_decay
         net.biases[l] -= lr * grad_biases[l]
 
 
+#: How EGD updates the biases it trains: ``"plus-minus"`` (the default) is Kivinen & Warmuth's EG+-,
+#: ``b = b+ - b-`` with ``b+, b- > 0`` each updated by eq. (41); ``"as-printed"`` is eq. (41) applied
+#: to ``b`` itself, under which a bias that starts at zero (as :func:`he_init` gives) never moves.
+EGD_BIASES = ("plus-minus", "as-printed")
+
+
+def _eg_plus_minus(xp, b, g, lr, beta):
+    """EG+- on ``b = b+ - b-``: ``b+ <- b+ exp(-lr g)``, ``b- <- b- exp(lr g)``. The product
+    ``b+ b- = beta^2`` is conserved, so ``b`` alone is the state:
+    ``b <- b cosh(lr g) - sqrt(b^2 + 4 beta^2) sinh(lr g)``. Returns the new ``b``."""
+    t = lr * g
+    return b * xp.cosh(t) - xp.sqrt(b * b + 4 * beta * beta) * xp.sinh(t)
+
+
+def egd_bias_scale(net: LayeredNet, layer: int) -> float:
+    """``beta`` of EG+- for the biases of ``weights[layer]``'s units: half the mean magnitude of that
+    layer's weights, so that a bias starting at zero moves at first as fast as a typical weight
+    of the layer (EGD moves a weight ``w`` by about ``lr |w| g``, and ``b`` by ``lr (b+ + b-) g``)."""
+    return 0.5 * float(net.xp.abs(net.weights[layer]).mean())
+
+
 def egd_step(net: LayeredNet, grad_weights, grad_biases, lr: float, weight_decay: float, *,
-             train_hidden_biases: bool = False) -> None:
+             train_hidden_biases: bool = False, bias_scale=None) -> None:
     """One exponentiated-gradient step with l1 weight decay, in place (eqs. 40-41):
-    ``W <- W exp(-lr sign(W) g - lr lambda)``. Signs never change, and a zero stays zero."""
+    ``W <- W exp(-lr sign(W) g - lr lambda)``; signs never change, and a zero stays zero.
+
+    ``bias_scale=None`` updates the trained biases by eq. (41) as printed (a zero bias stays zero);
+    a number, or one per layer, is ``beta`` of EG+- (:data:`EGD_BIASES`), which moves any bias."""
     xp = net.xp
     for W, g in zip(net.weights, grad_weights):
         W *= xp.exp(-lr * (xp.sign(W) * g + weight_decay))
     for l in _trained_biases(net, train_hidden_biases):
         b = net.biases[l]
-        b *= xp.exp(-lr * xp.sign(b) * grad_biases[l])
+        if bias_scale is None:
+            b *= xp.exp(-lr * xp.sign(b) * grad_biases[l])
+        else:
+            beta = bias_scale[l] if isinstance(bias_scale, (list, tuple)) else bias_scale
+            b[...] = _eg_plus_minus(xp, b, grad_biases[l], lr, beta)
 
 
 class _StoredNet:
@@ -174,6 +202,7 @@ class _StoredNet:
         self._M = None                 # |S|^p, allocated when a solve needs a second update
         self.gauge_p = None            # the exponent of the gauge fixing, once it is on
         self._products = None          # Algorithm 1's first products at (S, u), from the last step
+        self.beta = {}                 # EG+- of the biases: layer -> beta in stored coordinates
 
     @property
     def net(self) -> LayeredNet:
@@ -190,6 +219,8 @@ class _StoredNet:
             if e[l + 1] is not None:
                 xp.multiply(S, (self.s * e[l + 1])[:, None], out=S)
                 self.c[l] *= e[l + 1]
+                if l in self.beta:     # b+ and b- rescale with b, so beta does too
+                    self.beta[l] = self.beta[l] * e[l + 1]
             elif self.s != 1.0:
                 S *= self.s
             if e[l] is not None:
@@ -320,6 +351,8 @@ class _StoredNet:
                 c = self.c[l]
                 if optimizer == "sgd":   # c = e^{-u} b moves by e^{-u} times b's step
                     c -= lr * (gb if e[l + 1] is None else gb / e[l + 1])
+                elif l in self.beta:     # EG+-: c+- = e^{-u} b+- move by b+-'s factors
+                    c[...] = _eg_plus_minus(xp, c, gb, lr, self.beta[l])
                 else:
                     c *= xp.exp(-lr * xp.sign(c) * gb)
             d = d_below
@@ -377,7 +410,8 @@ def train(net: LayeredNet, X, y, *, optimizer: str = "sgd", p: float | None = No
           lr: float | None = None, weight_decay: float | None = None, epochs: int = 30,
           batch_size: int = 32, lr_decay: float = 0.95, gauge_fix: bool = False, delta: float = 1e-3,
           seed: int = 0, progress: bool = True, loss: str = "log", train_hidden_biases: bool = False,
-          soft_gauge: float = 0.0, X_test=None, y_test=None, min_norm_loss: bool = False):
+          soft_gauge: float = 0.0, X_test=None, y_test=None, min_norm_loss: bool = False,
+          egd_biases: str = "plus-minus"):
     """Train ``net`` with SGD (l2) or EGD (l1) as in section 4 of the paper; return ``(net, history)``.
 
     ``p``, ``lr`` and ``weight_decay`` default to the paper's values for the optimizer
@@ -396,6 +430,10 @@ def train(net: LayeredNet, X, y, *, optimizer: str = "sgd", p: float | None = No
     or ``test_loss`` when test data are given, ``seconds`` (training time of the epoch) and
     ``gauge_iterations`` (Algorithm 1 updates in the epoch). A non-finite loss raises
     :class:`TrainingDiverged` naming the epoch and step. The input network is not modified.
+
+    ``egd_biases`` (EGD only; :data:`EGD_BIASES`): ``"plus-minus"`` trains the biases by EG+- with
+    ``beta`` from :func:`egd_bias_scale` at the start, so biases that start at zero are learned;
+    ``"as-printed"`` applies eq. (41) to them, which leaves zero biases at zero for ever.
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {tuple(OPTIMIZERS)}")
@@ -414,6 +452,8 @@ def train(net: LayeredNet, X, y, *, optimizer: str = "sgd", p: float | None = No
         raise ValueError(f"epochs must be an integer >= 0 and batch_size >= 1, got {epochs}, {batch_size}")
     if not (0 < lr_decay <= 1):
         raise ValueError(f"lr_decay must lie in (0, 1], got {lr_decay}")
+    if egd_biases not in EGD_BIASES:
+        raise ValueError(f"egd_biases must be one of {EGD_BIASES}, got {egd_biases!r}")
     if gauge_fix and not (delta > 0 and np.isfinite(delta)):
         raise ValueError(f"delta (Algorithm 1's tolerance) must be finite and > 0, got {delta}")
     X, y = _on_device_of(net, X), _on_device_of(net, y)      # data sets load as NumPy arrays
@@ -431,6 +471,8 @@ def train(net: LayeredNet, X, y, *, optimizer: str = "sgd", p: float | None = No
         from tqdm import tqdm
 
     state = _StoredNet(net)
+    if optimizer == "egd" and egd_biases == "plus-minus":
+        state.beta = {l: egd_bias_scale(net, l) for l in _trained_biases(net, train_hidden_biases)}
     net = state.net
     X = X.astype(net.dtype, copy=False)
     n = X.shape[0]

@@ -73,25 +73,32 @@ def test_solver_figures_still_prints_its_table(tmp_path):
 
 # -- the fast training path is the public API's arithmetic -----------------------------------------
 
-def composed_step(net, X, y, optimizer, lr, weight_decay, gauge, train_hidden_biases):
+def composed_step(net, X, y, optimizer, lr, weight_decay, gauge, train_hidden_biases, beta=None):
     """One step of train() composed from the public API: minnorm, loss_and_grads, sgd/egd_step."""
     p = gl.training.OPTIMIZERS[optimizer]["p"]
     if gauge:
-        net = gl.minnorm(net, p, method="multiplicative", delta=1e-3).net
+        res = gl.minnorm(net, p, method="multiplicative", delta=1e-3)
+        net = res.net
+        if beta is not None:     # b+ and b- rescale with the hidden biases, so beta does too
+            beta[:-1] = [b * a for b, a in zip(beta[:-1], res.factors)]
     _, gw, gb = gl.loss_and_grads(net, X, y)
-    step = gl.sgd_step if optimizer == "sgd" else gl.egd_step
-    step(net, gw, gb, lr, weight_decay, train_hidden_biases=train_hidden_biases)
+    if optimizer == "sgd":
+        gl.sgd_step(net, gw, gb, lr, weight_decay, train_hidden_biases=train_hidden_biases)
+    else:
+        gl.egd_step(net, gw, gb, lr, weight_decay, train_hidden_biases=train_hidden_biases,
+                    bias_scale=beta)
     return net
 
 
-@pytest.mark.parametrize("optimizer, lr, weight_decay",
-                         [("sgd", 0.02, 1e-3), ("egd", 0.02, 1e-3), ("sgd", 0.02, 60.0)])
+@pytest.mark.parametrize("optimizer, lr, weight_decay, eg_plus_minus",
+                         [("sgd", 0.02, 1e-3, False), ("egd", 0.02, 1e-3, False),
+                          ("egd", 0.02, 1e-3, True), ("sgd", 0.02, 60.0, False)])
 @pytest.mark.parametrize("gauge", [False, True])
 @pytest.mark.parametrize("train_hidden_biases", [False, True])
 @pytest.mark.parametrize("fold_every_step", [False, True])
 @pytest.mark.parametrize("row_blocks", [False, True])
-def test_stored_net_steps_equal_the_public_api(optimizer, lr, weight_decay, gauge, train_hidden_biases,
-                                               fold_every_step, row_blocks, monkeypatch):
+def test_stored_net_steps_equal_the_public_api(optimizer, lr, weight_decay, eg_plus_minus, gauge,
+                                               train_hidden_biases, fold_every_step, row_blocks, monkeypatch):
     # The training loop keeps gauge factors and weight decay out of the weights (log domain, one
     # scale) and writes the weights in row blocks (one row each here, with row_blocks);
     # weight_decay=60 makes 1 - lr*lambda negative, the case it must apply to the weights.
@@ -106,6 +113,11 @@ def test_stored_net_steps_equal_the_public_api(optimizer, lr, weight_decay, gaug
                         [rng.standard_normal(b.shape) * 0.3 for b in base.biases])
     state, ref = _StoredNet(net), net.copy()
     p = gl.training.OPTIMIZERS[optimizer]["p"]
+    beta = None
+    if optimizer == "egd" and eg_plus_minus:     # beta in true coordinates; a gauge move rescales it
+        trained = range(len(net.biases)) if train_hidden_biases else (len(net.biases) - 1,)
+        beta = [0.3 + 0.1 * l for l in range(len(net.biases))]
+        state.beta = {l: beta[l] for l in trained}
     for _ in range(6):
         X, y = rng.standard_normal((16, 6)), rng.integers(0, 3, 16)
         if gauge:
@@ -114,7 +126,7 @@ def test_stored_net_steps_equal_the_public_api(optimizer, lr, weight_decay, gaug
         np.testing.assert_allclose(float(loss), float(gl.loss_and_grads(
             gl.minnorm(ref, p, method="multiplicative", delta=1e-3).net if gauge else ref, X, y)[0]),
             rtol=1e-12)
-        ref = composed_step(ref, X, y, optimizer, lr, weight_decay, gauge, train_hidden_biases)
+        ref = composed_step(ref, X, y, optimizer, lr, weight_decay, gauge, train_hidden_biases, beta)
         state.maybe_fold()
     got = state.materialize()
     assert state.u_zero and state.s == 1.0

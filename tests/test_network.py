@@ -32,11 +32,14 @@ def test_he_init_matches_the_paper(xp):
     assert gl.he_init([3, 4, 2], seed=1, dtype="float32", xp=xp).dtype == np.float32
 
 
-def test_architectures_as_printed_in_the_paper():
-    # The paper says all three have 3750 hidden units, but its printed 7-layer widths sum to 3250;
-    # gaugelit keeps the printed widths (section 2.4 and 4.1 agree on them).
+def test_architectures_as_published():
+    # "n-layer" counts weight matrices, and the paper says twice that each network has 3750 hidden
+    # units; the published 7-layer widths (TMLR 2023) satisfy both, the preprint's 3250 neither.
     hidden = {name: sum(sizes[1:-1]) for name, sizes in gl.ARCHITECTURES.items()}
-    assert hidden == {"3-layer": 3750, "5-layer": 3750, "7-layer": 3250}
+    assert hidden == {"3-layer": 3750, "5-layer": 3750, "7-layer": 3750}
+    assert {name: len(sizes) - 1 for name, sizes in gl.ARCHITECTURES.items()} == {
+        "3-layer": 3, "5-layer": 5, "7-layer": 7}
+    assert gl.ARCHITECTURES["7-layer"] == (200, 1000, 750, 750, 500, 500, 250, 10)
     assert all(s[0] == 200 and s[-1] == 10 for s in gl.ARCHITECTURES.values())
 
 

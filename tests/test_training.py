@@ -69,6 +69,39 @@ def test_egd_step_is_eq_40_and_41():
     np.testing.assert_array_equal(new.biases[0], net.biases[0])
 
 
+def test_egd_plus_minus_is_eq_41_on_both_parts():
+    # EG+-: b = b+ - b-, each part updated by eq. (41) (b+ by exp(-lr g), b- by exp(+lr g)),
+    # computed here on the two parts explicitly; a zero bias moves against its gradient.
+    net = random_net([3, 4, 2], seed=3)
+    net.biases[1][:] = [0.0, -0.7]
+    gb = [np.zeros(4), np.array([0.4, -1.3])]
+    gw = [np.zeros_like(W) for W in net.weights]
+    beta, lr = 0.05, 0.1
+    b = net.biases[1].copy()
+    plus = (np.sqrt(b ** 2 + 4 * beta ** 2) + b) / 2
+    minus = plus - b
+    np.testing.assert_allclose(plus * minus, beta ** 2)
+    want = plus * np.exp(-lr * gb[1]) - minus * np.exp(lr * gb[1])
+    gl.egd_step(net, gw, gb, lr=lr, weight_decay=0.0, bias_scale=beta)
+    np.testing.assert_allclose(net.biases[1], want, rtol=1e-14)
+    assert net.biases[1][0] < 0 < net.biases[1][1] + 0.7      # moved against the gradient
+
+
+@pytest.mark.parametrize("gauge_fix", [False, True])
+def test_egd_learns_output_biases_from_zero(gauge_fix):
+    # he_init's biases are zero; eq. (41) as printed keeps them there, EG+- (the default) does not.
+    X, y = blobs()
+    net = gl.he_init([6, 8, 3], seed=0, dtype="float64", xp=np)
+    printed, _ = gl.train(net, X, y, optimizer="egd", epochs=2, gauge_fix=gauge_fix, progress=False,
+                          egd_biases="as-printed")
+    learned, _ = gl.train(net, X, y, optimizer="egd", epochs=2, gauge_fix=gauge_fix, progress=False)
+    np.testing.assert_array_equal(printed.biases[-1], 0.0)
+    assert np.all(learned.biases[-1] != 0.0) and np.abs(learned.biases[-1]).max() > 1e-3
+    np.testing.assert_array_equal(learned.biases[0], 0.0)                # hidden biases frozen
+    with pytest.raises(ValueError, match="egd_biases"):
+        gl.train(net, X, y, optimizer="egd", epochs=1, progress=False, egd_biases="plus")
+
+
 def blobs(n=300, d=6, classes=3, seed=0):
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((classes, d)) * 3
