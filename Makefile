@@ -65,8 +65,11 @@ nbtest: venv
 
 # -W -n: warnings and broken references fail the build; a failed cell is only
 # a warning in jupyter-book 1, hence the explicit log check.
+# _ext/preexecute.py first executes the chapters not yet in the build's execution cache, one per
+# core, so that the build itself executes nothing again.
 book: venv
 	mkdir -p _build
+	$(PY) _ext/preexecute.py _build/.jupyter_cache $$(grep -l '^jupytext:' book/*.md)
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going 2>&1 | tee _build/book.log
 	! grep -qE 'Execution Failed|Executing notebook failed' _build/book.log
 	test -f _build/html/index.html

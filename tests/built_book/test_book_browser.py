@@ -70,8 +70,10 @@ async () => {
         [...document.querySelectorAll('a[name]')].map(e => e.getAttribute('name'))),
     links: [...document.querySelectorAll('a[href]')].map(a => ({href: a.href,
         raw: a.getAttribute('href'), text: a.textContent.trim()})),
-    equations: [...document.querySelectorAll('[id^="equation-"]')].map(d => ({id: d.id,
-        eqno: d.querySelector('.eqno') ? d.querySelector('.eqno').textContent.trim() : null})),
+    equations: [...document.querySelectorAll('[id^="equation-"]')].map(d => {
+        const eqno = d.querySelector('.eqno'); if (!eqno) { return {id: d.id, eqno: null}; }
+        const shown = eqno.cloneNode(true); shown.querySelectorAll('.headerlink').forEach(a => a.remove());
+        return {id: d.id, eqno: shown.textContent.trim()}; }),
     overflowing: [...document.querySelectorAll('div.highlight pre, div.cell_output pre')]
         .filter(p => visible(p) && p.scrollWidth > p.clientWidth + 1)
         .map(p => p.textContent.trim().slice(0, 100)),
