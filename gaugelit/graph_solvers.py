@@ -66,6 +66,8 @@ def colour_groups(graph: GaugeGraph):
 
 def _lse(terms):
     """log sum_k exp(c_k) y_k for scalars c_k and arrays y_k >= 0 (same shape): (scalar, array)."""
+    if not terms:
+        return 0.0, None
     cmax = max(c for c, _ in terms)
     total = None
     for c, y in terms:
@@ -116,6 +118,9 @@ class _GraphState:
         xp = self.xp
         for g, free in enumerate(self.free):
             if not free:
+                continue
+            if not (self.ins[g] and self.outs[g]):              # nothing in or nothing out: all dead
+                self.live[g] = xp.zeros(self.graph.groups[g].size, dtype=bool)
                 continue
             r = sum((self.fwd[k] for k in self.ins[g]), xp.zeros(self.graph.groups[g].size, dtype=self.v[g].dtype))
             s = sum((self.bwd[k] for k in self.outs[g]), xp.zeros_like(r))
@@ -175,6 +180,9 @@ class _GraphState:
         """``(T, d)``: the exact minimiser of F over group g alone is ``u_i = T + d_i`` (live units)."""
         xp = self.xp
         (cr, r), (cs, s) = self.log_r(g), self.log_s(g)
+        if r is None or s is None:                          # a group without in- or out-blocks: all dead
+            zero = xp.zeros(self.graph.groups[g].size, dtype=self.v[g].dtype)
+            return 0.0, zero
         if self.live[g] is not None:
             r, s = xp.where(self.live[g], r, 1), xp.where(self.live[g], s, 1)
         return (cs - cr) / (2 * self.p), (xp.log(s) - xp.log(r)) / (2 * self.p)
