@@ -233,3 +233,15 @@ def test_gaugefix_transforms_optimizer_state(opt_name):
                 power = 2 if k == "exp_avg_sq" else 1
                 torch.testing.assert_close(p.detach() ** power * opt.state[p][k], p0 ** power * s0,
                                            rtol=1e-9, atol=1e-15)
+
+
+def test_readme_torch_example_runs():
+    import re
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = next(c for c in re.findall(r"```python\n(.*?)```", text, re.S) if "gaugelit.torch" in c)
+    ns = {}
+    exec(compile(code, "README.md", "exec"), ns)
+    res = ns["res"]
+    assert res.converged and res.output_change < 1e-10 and res.objective[-1] < res.objective[0]
+    assert {reason for _, _, reason in res.fixed_units} == {"network input", "network output"}
