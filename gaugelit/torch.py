@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from .graph import GaugeGraph
 from .graph_solvers import GraphMinNormResult, minnorm_graph
 
-__all__ = ["minnorm_", "gauge_graph", "GaugeFix", "GaugeError", "UnsupportedOp"]
+__all__ = ["minnorm_", "gauge_graph", "fold_batchnorm_", "GaugeFix", "GaugeError", "UnsupportedOp"]
 
 
 class GaugeError(ValueError):
@@ -429,6 +429,48 @@ def _tolerance(dtype) -> float:
     return 1e-10 if dtype == torch.float64 else 1e-4
 
 
+@torch.no_grad()
+def fold_batchnorm_(model: nn.Module) -> list:
+    """Fold every eval-mode batch normalisation that directly follows a linear or convolutional layer
+    (and is that layer's only reader) into it, in place, and replace it by ``nn.Identity``.
+
+    In eval mode ``BN(z) = g (z - mu) / sqrt(var + eps) + beta`` is affine per channel, so
+    ``W' = s W``, ``b' = s (b - mu) + beta`` with ``s = g / sqrt(var + eps)`` computes the same
+    function, and the layer's channels become free. A layer without a bias gets one (create the
+    optimizer after folding). Returns the names of the folded normalisations.
+    """
+    gm = _Tracer(model).gm
+    modules = dict(model.named_modules())
+    folded = []
+    for node in gm.graph.nodes:
+        if node.op != "call_module" or not isinstance(modules.get(node.target), (nn.BatchNorm1d, nn.BatchNorm2d,
+                                                                                   nn.BatchNorm3d)):
+            continue
+        bn, prev = modules[node.target], node.args[0]
+        if bn.training:
+            raise GaugeError(f"module {node.target!r}: batch normalisation in training mode cannot be folded "
+                             "(its statistics depend on the batch); call model.eval() first")
+        if not (isinstance(prev, torch.fx.Node) and prev.op == "call_module"
+                and isinstance(modules.get(prev.target), _LAYERS) and len(prev.users) == 1):
+            continue                                # not directly after a layer: its inputs stay fixed
+        if bn.running_mean is None:
+            raise GaugeError(f"module {node.target!r}: no running statistics to fold")
+        layer = modules[prev.target]
+        s = (bn.weight if bn.affine else torch.ones_like(bn.running_var)) / torch.sqrt(bn.running_var + bn.eps)
+        shift = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
+        layer.weight.mul_(s.view((-1,) + (1,) * (layer.weight.dim() - 1)))
+        b = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
+        new_b = s * (b - bn.running_mean) + shift
+        if layer.bias is None:
+            layer.bias = nn.Parameter(new_b.to(layer.weight.dtype))
+        else:
+            layer.bias.copy_(new_b)
+        parent_name, _, child = node.target.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, nn.Identity())
+        folded.append(node.target)
+    return folded
+
+
 def gauge_graph(model: nn.Module) -> GaugeGraph:
     """The gauge graph of ``model`` (groups named by their layers; fixed groups with the reason)."""
     return _Model(model).graph()
@@ -436,14 +478,18 @@ def gauge_graph(model: nn.Module) -> GaugeGraph:
 
 def minnorm_(model: nn.Module, p: float = 2.0, *, method: str | None = None, delta: float = 1e-3,
              gamma_tol: float | None = None, max_iter: int = 10_000, example_input=None,
-             _traced: _Model | None = None, _optimizer=None) -> GraphMinNormResult:
+             fold_batchnorm: bool = False, _traced: _Model | None = None, _optimizer=None) -> GraphMinNormResult:
     """Rescale ``model``'s weights and biases in place to the minimum of ``sum |W|^p`` over its gauge.
 
     Arguments as :func:`gaugelit.minnorm`. Returns its result with ``.net = model``, ``.factors`` and
     ``.dead_units`` per group of ``.graph``, and ``.fixed_units``: ``(group, channels, reason)``.
     With ``example_input`` the outputs before and after are compared (relative 1e-10 in float64,
     1e-4 in float32); if they differ, the weights are restored and :class:`GaugeError` is raised.
+    ``fold_batchnorm=True`` first folds eval-mode batch normalisations into the layers before them
+    (:func:`fold_batchnorm_`); otherwise their inputs are fixed units.
     """
+    if fold_batchnorm:
+        fold_batchnorm_(model)
     tm = _traced or _Model(model)
     graph = tm.graph()
     res = minnorm_graph(graph, p, method=method, delta=delta, gamma_tol=gamma_tol, max_iter=max_iter)

@@ -245,3 +245,32 @@ def test_readme_torch_example_runs():
     res = ns["res"]
     assert res.converged and res.output_change < 1e-10 and res.objective[-1] < res.objective[0]
     assert {reason for _, _, reason in res.fixed_units} == {"network input", "network output"}
+
+
+def test_batchnorm_fixed_or_folded():
+    from gaugelit.torch import fold_batchnorm_
+
+    class BN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.bn, self.c2 = nn.Conv2d(2, 4, 3, bias=False), nn.BatchNorm2d(4), nn.Conv2d(4, 3, 3)
+            self.fc = nn.Linear(3 * 2 * 2, 2)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(torch.relu(self.c2(torch.relu(self.bn(self.c1(x))))), 1))
+    torch.manual_seed(7)
+    m = BN().double()
+    x = torch.randn(8, 2, 6, 6, dtype=torch.float64)
+    m(x)                                                      # running statistics move away from 0/1
+    m.eval()
+    y0 = m(x)
+    r = minnorm_(m, 2.0, gamma_tol=1e-10, example_input=x)
+    assert ("c1", 4, "feeds BatchNorm2d 'bn'") in r.fixed_units
+    m.train()
+    with pytest.raises(GaugeError, match="training mode"):
+        fold_batchnorm_(m)
+    m.eval()
+    r = minnorm_(m, 2.0, gamma_tol=1e-10, example_input=x, fold_batchnorm=True)
+    assert isinstance(m.bn, nn.Identity) and m.c1.bias is not None
+    assert all(reason != "feeds BatchNorm2d 'bn'" for _, _, reason in r.fixed_units)
+    torch.testing.assert_close(m(x), y0, rtol=1e-10, atol=1e-12)
