@@ -212,3 +212,20 @@ def test_scale_safe(dtype, scale):
     # balanced: every hidden layer's norm is now of order one relative to the others
     norms = [float((np.abs(W.astype(np.float64)) ** 2).sum()) for W in r.net.weights]
     assert max(norms) / min(norms) < 1e3
+
+
+def test_float32_chain_as_graph():
+    net = gl.he_init([12, 20, 15, 10, 4], seed=4, dtype="float32", xp=np)
+    r0 = gl.minnorm(net, 2.0, gamma_tol=1e-5)
+    r1 = gl.minnorm(GaugeGraph.from_layered(net), 2.0, gamma_tol=1e-5)
+    assert r1.factors[1].dtype == np.float32 and r1.net.weights[0].dtype == np.float32
+    np.testing.assert_allclose(r1.objective[-1], r0.objective[-1], rtol=1e-5)
+    X = np.random.default_rng(0).standard_normal((6, 12)).astype(np.float32)
+    np.testing.assert_allclose(r1.net(X), net(X), rtol=1e-4, atol=1e-4 * np.abs(net(X)).max())
+
+
+def test_core_does_not_import_torch():
+    import subprocess
+    import sys
+    code = "import sys, gaugelit, gaugelit.graph, gaugelit.graph_solvers; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
