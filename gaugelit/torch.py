@@ -197,6 +197,9 @@ class _Tracer:
                     g = self.new_group(n_in, f"input of {name}", reason="network input")   # read differently
                 x = _Val([(g, None)], x.kind)
             x = _Val([(g, self.size[self.root(g)] if n is None else n) for g, n in x.segs], x.kind)
+            if any(n is None for _, n in x.segs):
+                raise GaugeError(f"module {name!r}: cannot tell how many channels each part of its "
+                                 "concatenated input has")
             out = self.new_group(mod.out_channels if conv else mod.out_features, name)
             self.layers.append(_Layer(name, mod, x, out, flat=(x.kind == "flat")))
             return _Val([(out, None)], "spatial" if conv else "vector")

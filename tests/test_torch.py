@@ -99,7 +99,7 @@ def test_residual_reaches_independent_minimum():
         f = F()
         f.backward()
         return f
-    for _ in range(5):
+    for _ in range(2):
         opt.step(closure)
     best = float(F().detach())
     x = torch.randn(4, 5, dtype=torch.float64)
