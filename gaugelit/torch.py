@@ -4,8 +4,8 @@ The model is traced with ``torch.fx``; its gauge graph (:class:`~gaugelit.graph.
 group per set of channels that a linear or convolutional layer writes, with
 
 - **free** channels: every consumer is positively homogeneous of degree one in them (linear and
-  convolutional layers, ReLU, leaky ReLU, max/average pooling, flatten, dropout, identity,
-  concatenation, multiplication by a constant), so ``a`` out of one layer and ``1/a`` into the next
+  convolutional layers, ReLU, leaky ReLU, max/average pooling, flatten (also as
+  ``x.view(x.size(0), -1)``), dropout, identity, concatenation, multiplication by a constant), so ``a`` out of one layer and ``1/a`` into the next
   leave the function unchanged;
 - **tied** channels: an addition (a residual stream) joins its operands into one group (one factor);
 - **fixed** channels (``a = 1``, reported with the reason): the inputs, whatever reaches an output,
@@ -69,6 +69,10 @@ class _Val:
     """A traced tensor: its channels as segments of groups, and its layout."""
     segs: list                    # [(group id, channels or None)]
     kind: str                     # "vector" (N, C), "spatial" (N, C, ...), "flat" (N, C*S), "any"
+
+
+class _Shape:
+    """``x.size()``, ``x.shape`` or an entry of them: only ever used to flatten (view/reshape)."""
 
 
 @dataclass
@@ -220,6 +224,10 @@ class _Tracer:
     def function(self, node, args, where):
         fn = node.target
         vals = [a for a in args if isinstance(a, _Val)]
+        if fn is getattr and len(args) == 2 and args[1] == "shape" and isinstance(args[0], _Val):
+            return _Shape()
+        if fn is operator.getitem and isinstance(args[0], _Shape):
+            return _Shape()
         if fn in _PASS_FUNCTIONS:
             return args[0]
         if fn in (torch.flatten,):
@@ -265,6 +273,14 @@ class _Tracer:
         name, x = node.target, args[0]
         if name in _PASS_METHODS:
             return x
+        if name == "size" and isinstance(x, _Val):
+            return _Shape()
+        if name in ("view", "reshape") and isinstance(x, _Val):
+            shape = args[1] if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:]
+            if len(shape) == 2 and isinstance(shape[0], (_Shape, int)) and shape[1] == -1:
+                return _flat(x)                        # x.view(x.size(0), -1): flatten from dim 1
+            raise UnsupportedOp(f"{where}: .{name}{tuple('?' if isinstance(a, _Shape) else a for a in shape)}; "
+                                "only x.view(x.size(0), -1) (a flatten from dim 1) keeps channels whole")
         if name == "flatten":
             start = args[1] if len(args) > 1 else node.kwargs.get("start_dim", 0)
             if start != 1:
@@ -274,7 +290,7 @@ class _Tracer:
             self.fix(x, f"feeds .{name}() at {node.name!r}")
             return self.fixed_output(node, f".{name}() at {node.name!r}")
         raise UnsupportedOp(f"{where}: method .{name}() -- gaugelit does not know whether it is positively "
-                            "homogeneous of degree one (for x.view(x.size(0), -1) use torch.flatten(x, 1))")
+                            "homogeneous of degree one")
 
 
 def _lookup(a, env):

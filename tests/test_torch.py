@@ -177,6 +177,25 @@ def test_bad_input_is_a_clear_error():
             return self.a(x) if x.sum() > 0 else x
     with pytest.raises(GaugeError, match="torch.fx cannot trace Branchy"):
         gauge_graph(Branchy())
+    class View(nn.Module):
+        def __init__(self, how):
+            super().__init__()
+            self.c, self.f, self.how = nn.Conv2d(1, 3, 3), nn.Linear(3 * 4 * 4, 2), how
+
+        def forward(self, x):
+            h = torch.relu(self.c(x))
+            if self.how == "size":
+                h = h.view(h.size(0), -1)
+            elif self.how == "shape":
+                h = h.reshape(h.shape[0], -1)
+            else:
+                h = h.view(-1, 3, 16)
+            return self.f(h)
+    x = torch.randn(2, 1, 6, 6, dtype=torch.float64)
+    for how in ("size", "shape"):
+        assert minnorm_(View(how).double(), example_input=x).output_change < 1e-10
+    with pytest.raises(UnsupportedOp, match=r"node 'view'.*\.view\(-1, 3, 16\)"):
+        gauge_graph(View("other"))
     with pytest.raises(UnsupportedOp, match=r"module '1': GRU"):
         gauge_graph(nn.Sequential(nn.Linear(3, 4), nn.GRU(4, 4)))
     m = mlp()
