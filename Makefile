@@ -11,10 +11,10 @@ SHELL := bash
 venv: $(VENV)/.installed
 
 # Stamp: reinstall only when the dependency list changes.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e '.[test,book,browser]'
+	$(PY) -m pip install -e '.[test,book,torch,browser]' -c constraints.txt
 	touch $@
 
 # Each chapter executes once: the book build executes it (cached in _build/.jupyter_cache),
@@ -46,7 +46,7 @@ lab: $(VENV)/.lab-installed
 	  $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_ARGS)
 
 $(VENV)/.lab-installed: $(VENV)/.installed
-	$(PY) -m pip install -e '.[lab]'
+	$(PY) -m pip install -e '.[lab]' -c constraints.txt
 	touch $@
 
 # Standalone nbval over fresh executions (make test no longer runs it: nbcheck reads the
