@@ -48,6 +48,7 @@ RAW_TEX = re.compile(r"\\\(|\\\)|\\\[|\\\]|\$\$|\\begin\{")
 COLLECT_JS = r"""
 async () => {
   if (window.MathJax && MathJax.startup && MathJax.startup.promise) { await MathJax.startup.promise; }
+  await document.fonts.ready;
   const visible = e => e.getClientRects().length > 0;
   const math = [...document.querySelectorAll('.math')];
   const skip = 'script,style,pre,code,textarea,mjx-container,.highlight';
@@ -124,6 +125,8 @@ def rendered(build_dir):
                 r.abort()
 
         context.route("**/*", route)
+        # Generous: a loaded 2-core CI machine can take tens of seconds to typeset a long page.
+        context.set_default_timeout(180_000)
         page = context.new_page()
         page.on("console", lambda m: m.type == "error" and current["console"].append(m.text))
         page.on("pageerror", lambda e: current["console"].append(f"uncaught: {e}"))
@@ -135,8 +138,11 @@ def rendered(build_dir):
                 current.clear()
                 current.update(external=[], console=[], failed=[])
                 page.goto(f"{origin}/{name}", wait_until="load")
-                page.wait_for_load_state("networkidle")
-                data = page.evaluate(COLLECT_JS)
+                try:  # late requests (fonts after typesetting) are still recorded by the handlers above
+                    page.wait_for_load_state("networkidle", timeout=15_000)
+                except sync_api.TimeoutError:
+                    pass
+                data = page.evaluate(COLLECT_JS)  # waits for MathJax's typesetting and the fonts
                 data["url"] = page.url
                 page.screenshot(path=str(SHOTS / (name.replace("/", "__")[:-5] + ".png")), full_page=True)
                 data["hidden_cells"] = _hidden_cells_one_click_away(page)
