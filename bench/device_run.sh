@@ -96,7 +96,7 @@ fi
 # -- 2. the benchmark suite --------------------------------------------------------------------
 T_BENCH=skipped
 if [[ $STEPS == *" bench "* ]]; then
-    run bench "$(box 150 200)" "$PY" bench/suite.py "${BENCH[@]}" \
+    run bench "$(box 150 200)" "$PY" bench/suite.py "${BENCH[@]}" --jobs 1 \
         --json "$WORK/bench/bench-$MODE.json" --markdown "$WORK/bench/bench-$MODE.md"
     T_BENCH=$RC
 fi

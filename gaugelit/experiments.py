@@ -428,8 +428,10 @@ def _run_tasks(runs, settings, out, executor, batch_models, progress, finished, 
 
     On an error the tasks not started are cancelled and those running are waited for (their files
     are written), then the error is raised, naming its runs. The executor is not shut down: it is
-    the caller's."""
-    from concurrent.futures import as_completed, wait
+    the caller's. Futures that are not ``concurrent.futures.Future`` (submitit's jobs: ``done()``,
+    ``result()``) are polled, and on an error the others are left to run: each is a batch job
+    that saves its own files."""
+    from concurrent.futures import Future, as_completed, wait
 
     tasks = cells(runs) if batch_models else [[run] for run in runs]
     if executor is None:
@@ -442,8 +444,9 @@ def _run_tasks(runs, settings, out, executor, batch_models, progress, finished, 
         fetch_dataset(name)
     futures = {(executor.submit(_cell_in_worker, task, settings, str(out)) if batch_models else
                 executor.submit(_run_in_worker, task[0], settings, str(out))): task for task in tasks}
+    standard = all(isinstance(f, Future) for f in futures)
     try:
-        for future in as_completed(futures):
+        for future in (as_completed(futures) if standard else _poll_completed(futures)):
             task = futures[future]
             try:
                 result = future.result()
@@ -457,9 +460,22 @@ def _run_tasks(runs, settings, out, executor, batch_models, progress, finished, 
             for run, record in zip(task, result if batch_models else [result]):
                 finished(run, record)
     finally:
-        for future in futures:
-            future.cancel()
-        wait([f for f in futures if not f.cancelled()])
+        if standard:     # the caller's pool: cancel what has not started, wait for what has
+            for future in futures:
+                future.cancel()
+            wait([f for f in futures if not f.cancelled()])
+        # other futures (submitit's jobs) are batch jobs of their own: left to finish and save
+
+
+def _poll_completed(futures, every: float = 1.0):
+    """``as_completed`` for futures that only have ``done()`` and ``result()`` (submitit's jobs)."""
+    pending = list(futures)
+    while pending:
+        done = [f for f in pending if f.done()]
+        if not done:
+            time.sleep(every)
+        pending = [f for f in pending if f not in done]
+        yield from done
 
 
 def _run_in_processes(runs, settings, out, jobs, finished, log):

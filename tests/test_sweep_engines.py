@@ -168,3 +168,27 @@ def test_a_dask_local_cluster_runs_the_grid(tiny, tmp_path):
         assert again["skipped"] == tiny.runs()
     ex.reproduce(tiny, tmp_path / "here", batch_models=False, log=None)
     assert_same_records(tmp_path / "here" / "ci", tmp_path / "dask" / "ci", tiny.runs(), 1e-5)
+
+
+class JobLike:
+    """A future with only done() and result(), as submitit's jobs have."""
+    def __init__(self, fn, args):
+        self.fn, self.args, self.calls = fn, args, 0
+
+    def done(self):
+        self.calls += 1
+        return self.calls > 1           # not done at the first look
+
+    def result(self):
+        return self.fn(*self.args)
+
+
+class JobExecutor:
+    def submit(self, fn, *args):
+        return JobLike(fn, args)
+
+
+def test_an_executor_whose_futures_only_have_done_and_result(tiny, tmp_path):
+    done = ex.reproduce(tiny, tmp_path, executor=JobExecutor(), batch_models=True, log=None)
+    assert sorted(done["ran"], key=tiny.runs().index) == tiny.runs()
+    assert len(ex.grid_records(tiny, tmp_path)) == len(tiny.runs())
