@@ -63,7 +63,7 @@ if [ "$MODE" = gpu ]; then
     RESULTS=${GAUGELIT_RESULTS_DIR:-$ROOT/results}
     SCALE=paper
     GRID=(--scale paper --datasets mnist fashion-mnist)
-    TESTS=(tests)
+    TESTS=(tests --ignore=tests/test_device_run.py)   # that one runs this script on the CPU
     BENCH=(--backend cupy)
 else
     BACKEND=numpy

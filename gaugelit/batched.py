@@ -422,17 +422,17 @@ def train_many(nets, X, y, *, gauge_fix=False, seeds=None, optimizer: str = "sgd
         for j, i in enumerate(alive):
             h = histories[i]
             data_loss, reg_loss, error = (float(v) for v in stats[:3, j])
-            for key, value in (("epoch", epoch), ("lr", lr), ("reg_loss", reg_loss), ("data_loss", data_loss),
-                               ("seconds", seconds), ("gauge_iterations", int(gauge_iterations[j]))):
-                h[key].append(value)
             if min_norm_loss:   # the same function in its minimum-norm gauge (one solve per epoch)
                 try:
                     least_norm = float(minnorm(stack.net(j), p, delta=1e-4).objective[-1])
-                except FloatingPointError as err:
+                except FloatingPointError as err:   # dropped; its history ends at the last epoch
                     failed.append(j)
                     messages.append(f"train: the minimum-norm gauge after epoch {epoch} failed: {err}")
                     continue
                 h.setdefault("reg_loss_min_norm", []).append(data_loss + weight_decay * least_norm / p)
+            for key, value in (("epoch", epoch), ("lr", lr), ("reg_loss", reg_loss), ("data_loss", data_loss),
+                               ("seconds", seconds), ("gauge_iterations", int(gauge_iterations[j]))):
+                h[key].append(value)
             if loss == "log":
                 h.setdefault("log_loss", []).append(data_loss)
                 h.setdefault("train_error", []).append(error)
