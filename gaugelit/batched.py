@@ -97,6 +97,7 @@ class _Stack:
         self.u = [xp.zeros((len(nets), n), dtype=nets[0].dtype) for n in nets[0].sizes[1:-1]]
         self.s, self.u_zero, self.g = 1.0, True, g
         self.beta = beta                # layer -> (k, 1) or (k, n) array: EG+-'s beta per model
+        self.block = None               # per layer: the (k, rows, n_l) buffer of a row block
         self._M = None                  # |S[:g]|^p buffers, valid while S does not move
         self.M_valid = False
         self.products = None            # Algorithm 1's first products at (S, u) for the first g
@@ -117,7 +118,7 @@ class _Stack:
         self.c = [c[idx] for c in self.c]
         self.u = [u[idx] for u in self.u]
         self.beta = {l: b[idx] for l, b in self.beta.items()}
-        self._M, self.M_valid, self.products = None, False, None
+        self._M, self.M_valid, self.products, self.block = None, False, None, None
 
     def materialize(self):
         """Fold ``u`` and ``s`` into ``S`` and ``c`` for every model (``_StoredNet.materialize``)."""
@@ -289,24 +290,51 @@ class _Stack:
                 else:
                     c *= xp.exp(-lr * xp.sign(c) * gb)
             d = d_below
-        for l in range(L - 1, -1, -1):
-            left, right = factors[l]
-            S = self.S[l]
-            G = xp.matmul(left.transpose(0, 2, 1), right)
-            if optimizer == "sgd":
-                if decay <= 0:
-                    S *= decay
-                S += G
-            else:
-                G *= xp.sign(S)
-                xp.exp(G, out=G)
-                S *= G
-        self.M_valid = False
+        self._update(factors, optimizer, decay, gauge_p if self.g else None)
         if decay > 0:
             self.s *= decay
-        if gauge_p is not None and self.g:
-            self.products = self._products(gauge_p, [u[:self.g] for u in self.u])
         return value
+
+    def _update(self, factors, optimizer, decay, p):
+        """Write every ``S_l`` (``_StoredNet._blocked_pass``): rows ``r0:r1`` of all models at once,
+        in blocks that fit the CPU core's cache (the GPU takes each matrix whole); with gauge
+        fixing (``p``), each block's ``|S|^p`` adds to the products Algorithm 1 starts from."""
+        xp, g = self.xp, self.g
+        if self.block is None:
+            item = np.dtype(self.S[0].dtype).itemsize
+            self.rows = [S.shape[1] if xp is not np else
+                         max(1, min(S.shape[1], _StoredNet.BLOCK_BYTES // (item * S.shape[0] * S.shape[2])))
+                         for S in self.S]
+            self.block = [xp.empty((S.shape[0], r, S.shape[2]), dtype=S.dtype) for r, S in zip(self.rows, self.S)]
+        if p is not None:
+            dt, u = self.S[0].dtype, [a[:g] for a in self.u]
+            w = [xp.ones((1, self.S[0].shape[2], 1), dtype=dt)] + [xp.exp(-p * a)[:, :, None] for a in u]
+            v = [xp.exp(p * a)[:, None, :] for a in u] + [xp.ones((1, 1, self.S[-1].shape[1]), dtype=dt)]
+            fwd, bwd = [None] * len(self.S), [None] * len(self.S)
+        for l in range(len(self.S) - 1, -1, -1):
+            left, right = factors[l]
+            S, n = self.S[l], self.S[l].shape[1]
+            if p is not None:
+                fwd[l] = xp.empty((g, n), dtype=S.dtype)
+                bwd[l] = xp.zeros((g, S.shape[2]), dtype=S.dtype)
+            for r0 in range(0, n, self.rows[l]):
+                r1 = min(r0 + self.rows[l], n)
+                G, Sb = self.block[l][:, :r1 - r0], S[:, r0:r1]
+                xp.matmul(left[:, :, r0:r1].transpose(0, 2, 1), right, out=G)
+                if optimizer == "sgd":
+                    if decay <= 0:
+                        Sb *= decay
+                    Sb += G
+                else:
+                    G *= xp.sign(Sb)
+                    xp.exp(G, out=G)
+                    Sb *= G
+                if p is not None:
+                    M = _abs_pow(Sb[:g], p, xp, out=G[:g])
+                    fwd[l][:, r0:r1] = xp.matmul(M, w[l])[:, :, 0]
+                    bwd[l] += xp.matmul(v[l][:, :, r0:r1], M)[:, 0, :]
+        self.M_valid = False
+        self.products = (fwd, bwd) if p is not None else None
 
 
 def _evaluate_many(stack, X, y, p, weight_decay, loss, chunk=8192):

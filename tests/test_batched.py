@@ -61,9 +61,14 @@ def test_train_many_equals_train_model_by_model(optimizer, lr, hidden):
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "egd"])
-def test_folding_every_step_gives_train_s_result(optimizer, monkeypatch):
-    monkeypatch.setattr(_StoredNet, "U_MAX", 0.0)
-    monkeypatch.setattr(_StoredNet, "S_MIN", 1.0 + 1e-12)
+@pytest.mark.parametrize("fold, row_blocks", [(True, False), (False, True)])
+def test_folding_every_step_and_row_blocks_give_train_s_result(optimizer, fold, row_blocks, monkeypatch):
+    # factors folded into the weights after every step; weights written one row at a time
+    if fold:
+        monkeypatch.setattr(_StoredNet, "U_MAX", 0.0)
+        monkeypatch.setattr(_StoredNet, "S_MIN", 1.0 + 1e-12)
+    if row_blocks:
+        monkeypatch.setattr(_StoredNet, "BLOCK_BYTES", 1)
     X, y, _, _ = data()
     kw = dict(KW, optimizer=optimizer, weight_decay=1e-2, min_norm_loss=False)
     got = train_many(nets([0, 1]), X, y, gauge_fix=[True, False], seeds=[4, 5], **kw)
