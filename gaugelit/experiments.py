@@ -41,7 +41,8 @@ from .network import ARCHITECTURES, he_init
 from .training import OPTIMIZERS, TrainingDiverged, train
 
 __all__ = ["Settings", "SETTINGS", "Run", "settings_for", "run_settings", "run_one", "reproduce",
-           "is_finished", "write_json_atomic", "run_cell", "cells", "shard_of", "shard_runs", "load_results", "grid_records", "results_root", "code_fingerprint",
+           "is_finished", "write_json_atomic", "run_cell", "cells", "shard_of", "shard_runs",
+           "load_results", "grid_records", "results_root", "code_fingerprint",
            "device_name", "available_cores", "curves", "final_table", "paired_differences", "balancing_share", "plot_learning_curves",
            "METRICS", "FORMAT"]
 
