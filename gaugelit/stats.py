@@ -1,7 +1,7 @@
 """Paired comparisons over seeds: the effect, its interval, and a verdict that follows from them.
 
 Two arms run from the same seeds (same initial network, same data) give one difference per seed.
-:func:`paired_comparison` reports the mean difference with a Student-t confidence interval, the
+:func:`paired_comparison` reports the mean difference with a Student-t confidence interval (NumPy and the standard library only), the
 exact two-sided sign-test p-value (which assumes nothing about the shape of the differences), and a
 verdict read off the interval: ``"lower"`` or ``"higher"`` when the interval excludes 0,
 ``"inconclusive"`` when it does not, ``"too few pairs"`` below ``min_pairs``.
@@ -16,11 +16,35 @@ import numpy as np
 __all__ = ["PairedComparison", "paired_comparison", "sign_test", "t_quantile"]
 
 
-def _t_cdf(t: float, df: int) -> float:
-    import mpmath   # a SymPy dependency; no SciPy needed for one special function
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta function I_x(a, b), by its continued fraction (modified Lentz);
+    standard library only, so that the statistics need nothing beyond NumPy."""
+    if x <= 0:
+        return 0.0
+    if x >= 1:
+        return 1.0
+    if x > (a + 1) / (a + b + 2):                      # the fraction converges fast on this side
+        return 1.0 - _betainc(b, a, 1.0 - x)
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)) / a
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    f = d
+    for m in range(1, 10_000):
+        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            f *= c * d
+        if abs(c * d - 1.0) < 1e-15:
+            break
+    return front * f
 
-    x = df / (df + t * t)
-    tail = 0.5 * float(mpmath.betainc(df / 2, 0.5, 0, x, regularized=True))
+
+def _t_cdf(t: float, df: int) -> float:
+    tail = 0.5 * _betainc(df / 2, 0.5, df / (df + t * t))
     return 1.0 - tail if t >= 0 else tail
 
 

@@ -55,3 +55,10 @@ def test_bad_input_is_refused():
         paired_comparison([1.0, 2.0, 3.0], [1.0, 2.0, 3.0], confidence=1.0)
     with pytest.raises(ValueError, match="df"):
         t_quantile(0.9, 0)
+
+
+def test_t_cdf_against_closed_forms():
+    from gaugelit.stats import _t_cdf
+    for t in (-3.0, -0.5, 0.0, 0.7, 2.5, 40.0):
+        assert _t_cdf(t, 1) == pytest.approx(0.5 + math.atan(t) / math.pi, abs=1e-13)           # Cauchy
+        assert _t_cdf(t, 2) == pytest.approx(0.5 + t / (2 * math.sqrt(2 + t * t)), abs=1e-13)  # df = 2
