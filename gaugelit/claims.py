@@ -26,15 +26,16 @@ below ``2**(1 - n)``, so fewer than six pairs never reach p < 0.05 by it alone.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from .experiments import paired_differences
+from .experiments import Settings, grid_records, paired_differences
 
 __all__ = ["Claim", "CLAIMS", "Effect", "VERDICTS", "LEVEL", "MIN_SEEDS", "MARGIN", "t_cdf",
            "t_quantile", "t_interval", "sign_test", "verdict", "effect", "check_claims", "pooled",
-           "claim_table"]
+           "claim_table", "Present", "present_grid"]
 
 #: The verdicts, in the order tables list them.
 VERDICTS = ("holds", "reversed", "inconclusive", "too few seeds")
@@ -235,3 +236,42 @@ def claim_table(effects: list[Effect]) -> str:
         lines.append(f"claim {name}: {counts}; all pairs: {row['below_zero']} of {row['pairs']} below zero "
                      f"(sign p = {row['sign_p']:.3g})")
     return "\n".join(lines)
+
+
+@dataclass
+class Present:
+    """What a results folder holds of a grid: the finished ``records`` with the grid's settings,
+    the ``missing`` run ids, the ``cells`` (dataset, architecture, optimizer) with at least one seed
+    run both ways and the ``missing_cells`` with none, and the ``other`` files of the folder that
+    were not used (other settings, unfinished, or not in the grid), by name."""
+    records: list
+    missing: list
+    cells: list
+    missing_cells: list
+    other: list = field(default_factory=list)
+    total: int = 0
+
+    def describe(self) -> str:
+        lines = [f"{len(self.records)} of the {self.total} runs present; "
+                 f"{len(self.cells)} of {len(self.cells) + len(self.missing_cells)} configurations "
+                 "have at least one seed run both ways"]
+        if self.missing_cells:
+            lines.append("configurations missing: " + "; ".join(" ".join(c) for c in self.missing_cells))
+        if self.other:
+            lines.append("files not used (other settings, unfinished, or not in the grid): " + ", ".join(self.other))
+        return "\n".join(lines)
+
+
+def present_grid(settings: Settings, out, *, same_code: bool = False) -> Present:
+    """The part of the grid ``settings`` that ``out/<scale>/`` holds (any subset, even none)."""
+    records = grid_records(settings, out, same_code=same_code)
+    have = {r["run_id"] for r in records}
+    runs = settings.runs()
+    ids = {run.run_id for run in runs}
+    folder = Path(out) / settings.scale
+    other = sorted(p.name for p in folder.glob("*.json") if p.stem not in have) if folder.is_dir() else []
+    configs = list(dict.fromkeys((r.dataset, r.architecture, r.optimizer) for r in runs))
+    paired = {key for key, pairs in paired_differences(records, "reg_loss").items() if pairs.size}
+    return Present(records=records, missing=[i for i in (r.run_id for r in runs) if i not in have],
+                   cells=[c for c in configs if c in paired], missing_cells=[c for c in configs if c not in paired],
+                   other=other, total=len(ids))

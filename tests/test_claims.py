@@ -109,3 +109,62 @@ def test_unpaired_runs_are_not_counted():
 def test_a_single_pair_has_no_interval():
     (e,) = cl.check_claims(grid("sgd", "train_error", [-0.05]), {"2": cl.CLAIMS["2"]})
     assert e.verdict == "too few seeds" and e.low == -math.inf and "no interval" in e.describe()
+
+
+# -- the paper-scale page's logic on a partial set of run files -------------------------------------
+
+def write_run(folder, run, settings, *, reg_loss, train_error, code="521292068b58017c"):
+    from gaugelit import experiments as ex
+    history = {k: [1.0] * (settings.epochs + 1) for k in ex._HISTORY_KEYS}
+    history["epoch"] = list(range(settings.epochs + 1))
+    history["reg_loss"][-1], history["train_error"][-1] = reg_loss, train_error
+    record = {"format": ex.FORMAT, "run_id": run.run_id, "settings": ex.run_settings(run, settings),
+              "status": "finished", "history": history, "wall_seconds": 1.0, "device": "CPU: test",
+              "code": code}
+    ex.write_json_atomic(folder / settings.scale / f"{run.run_id}.json", record)
+
+
+def test_present_grid_and_claims_from_a_partial_paper_grid(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    from gaugelit import experiments as ex
+
+    paper = ex.settings_for("paper")
+    rng = np.random.default_rng(0)
+    # MNIST 3-layer EGD, seeds 0-3 both ways; SGD seed 0 with gauge fixing only (no pair)
+    for run in paper.runs():
+        if (run.dataset, run.architecture, run.optimizer) == ("mnist", "3-layer", "egd") and run.seed < 4:
+            write_run(tmp_path, run, paper, reg_loss=1.0 - 0.3 * run.gauge_fix + 0.01 * rng.random(),
+                      train_error=0.1 - 0.03 * run.gauge_fix + 0.002 * rng.random())
+        elif (run.dataset, run.architecture, run.optimizer, run.seed, run.gauge_fix) == ("mnist", "3-layer", "sgd", 0, True):
+            write_run(tmp_path, run, paper, reg_loss=1.0, train_error=0.1)
+    (tmp_path / "paper" / "stray.json").write_text("{}")                 # not a run of the grid: named
+    # an EGD file from before EG+- (its settings lack egd_biases): not used, and named
+    old = ex.Run("fashion-mnist", "3-layer", "egd", True, 0, "paper")
+    write_run(tmp_path, old, paper, reg_loss=1.0, train_error=0.1)
+    path = tmp_path / "paper" / f"{old.run_id}.json"
+    record = __import__("json").loads(path.read_text())
+    del record["settings"]["egd_biases"]
+    path.write_text(__import__("json").dumps(record))
+
+    present = cl.present_grid(paper, tmp_path)
+    assert len(present.records) == 9 and present.total == 240
+    assert present.cells == [("mnist", "3-layer", "egd")]
+    assert ("mnist", "3-layer", "sgd") in present.missing_cells and len(present.missing_cells) == 23
+    assert present.other == [f"{old.run_id}.json", "stray.json"]
+    text = present.describe()
+    assert "9 of the 240 runs present" in text and "mnist 3-layer sgd" in text and str(tmp_path) not in text
+
+    effects = cl.check_claims(present.records)
+    verdicts = {e.claim: e.verdict for e in effects}
+    assert verdicts == {"1": "holds", "1*": "inconclusive", "3": "reversed"}   # 1*: reg_loss_min_norm equal
+    axes = ex.plot_learning_curves(present.records, "egd")
+    assert len(axes) == 1
+
+
+def test_present_grid_of_an_empty_folder(tmp_path):
+    from gaugelit import experiments as ex
+
+    present = cl.present_grid(ex.settings_for("paper"), tmp_path)
+    assert present.records == [] and present.cells == [] and len(present.missing) == 240
+    assert cl.check_claims(present.records) == []
