@@ -151,7 +151,8 @@ def _finished(path: Path, config: dict) -> bool:
 def run_study(study: Study = STUDY, out="results/ablation", *, jobs: int = 1, log=print) -> list[dict]:
     """Train every run of ``study`` that has no finished file in ``out``; return the configs trained."""
     out = Path(out)
-    configs = {run_key(c): c for v in study.variants for s in study.seeds for g in (False, True)
+    # seed by seed, so that a study stopped early has every variant for its first seeds
+    configs = {run_key(c): c for s in study.seeds for v in study.variants for g in (False, True)
                for c in [run_config(study, v, g, s)]}
     todo = [c for key, c in configs.items() if not _finished(out / f"{key}.json", c)]
     if log:
