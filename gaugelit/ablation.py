@@ -46,8 +46,11 @@ from .experiments import code_fingerprint, device_name, write_json_atomic
 from .network import ARCHITECTURES, he_init
 from .training import train
 
-__all__ = ["VARIANTS", "Study", "STUDY", "run_config", "run_key", "run_study", "summarise",
-           "plot_summary", "main"]
+__all__ = ["VARIANTS", "Study", "STUDY", "SUMMARY", "run_config", "run_key", "run_study", "summarise",
+           "plot_summary", "between_variants", "main"]
+
+#: The committed summary of :data:`STUDY` that the book reads (written by ``main``).
+SUMMARY = Path(__file__).resolve().parents[1] / "results" / "claim3-ablation.json"
 
 #: Each variant changes one choice of the runs ("as run": the choices the book's runs made).
 VARIANTS = {
@@ -212,6 +215,15 @@ def summarise(study: Study = STUDY, out="results/ablation", *, margin: float = c
             "command": "python -m gaugelit.ablation --jobs 2"}
 
 
+def between_variants(summary: dict, a: str, b: str, metric: str = "train_error") -> dict:
+    """Per gauge setting (``"without"``, ``"with"``): ``metric`` of variant ``a`` minus variant
+    ``b`` for each seed both have (same seed: same initial network and mini-batches)."""
+    va, vb = summary["variants"][a], summary["variants"][b]
+    seeds = [s for s in va["seeds"] if s in vb["seeds"]]
+    return {g: np.array([va[metric][g][va["seeds"].index(s)] - vb[metric][g][vb["seeds"].index(s)] for s in seeds])
+            for g in ("without", "with")}
+
+
 def plot_summary(summary: dict, metric: str = "train_error", ax=None):
     """Each variant's paired differences (dots, one per seed), their mean and t interval (bar),
     and claim 3's equivalence margin (shaded)."""
@@ -243,7 +255,7 @@ def plot_summary(summary: dict, metric: str = "train_error", ax=None):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gaugelit.ablation", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("results/ablation"), help="run files (resumable)")
-    parser.add_argument("--summary", type=Path, default=Path("results/claim3-ablation.json"),
+    parser.add_argument("--summary", type=Path, default=SUMMARY,
                         help="the small summary the book reads")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (one per core)")
     args = parser.parse_args(argv)

@@ -8,7 +8,7 @@ import pytest
 from gaugelit import ablation as ab
 from gaugelit import claims
 
-SUMMARY = Path(__file__).resolve().parents[1] / "results" / "claim3-ablation.json"
+SUMMARY = ab.SUMMARY
 
 
 @pytest.fixture
@@ -65,6 +65,9 @@ def test_study_runs_resumes_and_summarises(tmp_path, synthetic):
     assert summary["variants"]["delta 1e-6"]["updates_per_step_last_epoch"] > \
         summary["variants"]["as run"]["updates_per_step_last_epoch"]
     json.dumps(summary, allow_nan=False)                                   # writable as the committed JSON
+    gap = ab.between_variants(summary, "float64", "as run")
+    np.testing.assert_allclose(gap["with"], np.subtract(summary["variants"]["float64"]["train_error"]["with"],
+                                                        summary["variants"]["as run"]["train_error"]["with"]))
     import matplotlib
     matplotlib.use("Agg")
     ax = ab.plot_summary(summary)
