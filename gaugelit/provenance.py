@@ -46,6 +46,9 @@ CHANGES = (
            _egd_or_7_layer),
     Change("7f3d9e2e4a4587d0", "1375d15ed3daba59",
            "a centre option of the SVD projection, off by default (the default inputs are unchanged)", _never),
+    Change("1375d15ed3daba59", "216ffe535b7a918e",
+           "minnorm also takes a GaugeGraph or DenseNet (gaugelit.graph_solvers); a LayeredNet takes the same path",
+           _never),
 )
 
 
