@@ -35,7 +35,7 @@ from .experiments import Settings, grid_records, paired_differences
 
 __all__ = ["Claim", "CLAIMS", "Effect", "VERDICTS", "LEVEL", "MIN_SEEDS", "MARGIN", "t_cdf",
            "t_quantile", "t_interval", "sign_test", "verdict", "effect", "check_claims", "pooled",
-           "claim_table", "Present", "present_grid"]
+           "claim_table", "plot_effects", "Present", "present_grid"]
 
 #: The verdicts, in the order tables list them.
 VERDICTS = ("holds", "reversed", "inconclusive", "too few seeds")
@@ -275,3 +275,34 @@ def present_grid(settings: Settings, out, *, same_code: bool = False) -> Present
     return Present(records=records, missing=[i for i in (r.run_id for r in runs) if i not in have],
                    cells=[c for c in configs if c in paired], missing_cells=[c for c in configs if c not in paired],
                    other=other, total=len(ids))
+
+
+def plot_effects(effects: list[Effect], claim: str, *, ax=None):
+    """Claim ``claim`` in every configuration: the paired differences (dots, one per seed), their
+    mean (tick) and t interval (bar), coloured by verdict; claim 3's margin shaded."""
+    import matplotlib.pyplot as plt
+
+    picked = [e for e in effects if e.claim == claim]
+    if not picked:
+        raise ValueError(f"no effects of claim {claim!r}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 0.4 * len(picked) + 1.2), constrained_layout=True)
+    colours = {"holds": "tab:green", "reversed": "tab:red", "inconclusive": "tab:orange",
+               "too few seeds": "tab:gray"}
+    for i, e in enumerate(picked):
+        d = np.array(e.differences)
+        ax.plot(d, i + np.linspace(-0.15, 0.15, d.size), "o", color="0.45", ms=3.5)
+        if np.isfinite(e.low):
+            ax.plot([e.low, e.high], [i, i], color=colours[e.verdict], lw=2.5)
+        ax.plot([e.mean], [i], "|", color=colours[e.verdict], ms=12, mew=2)
+    if picked[0].expect == "none":
+        ax.axvspan(-picked[0].margin, picked[0].margin, color="tab:green", alpha=0.1)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(range(len(picked)), [" ".join(e.key) for e in picked])
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{picked[0].metric}: with minus without gauge fixing")
+    handles = [plt.Line2D([], [], color=c, lw=2.5, label=v) for v, c in colours.items()
+               if any(e.verdict == v for e in picked)]
+    ax.legend(handles=handles, fontsize="small", loc="best")
+    ax.set_title(f"claim {claim}: {CLAIMS[claim].text}" if claim in CLAIMS else f"claim {claim}", fontsize="medium")
+    return ax

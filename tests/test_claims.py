@@ -160,6 +160,10 @@ def test_present_grid_and_claims_from_a_partial_paper_grid(tmp_path):
     assert verdicts == {"1": "holds", "1*": "inconclusive", "3": "reversed"}   # 1*: reg_loss_min_norm equal
     axes = ex.plot_learning_curves(present.records, "egd")
     assert len(axes) == 1
+    ax = cl.plot_effects(effects, "3")
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["mnist 3-layer egd"]
+    with pytest.raises(ValueError, match="no effects of claim '2'"):
+        cl.plot_effects(effects, "2")
 
 
 def test_present_grid_of_an_empty_folder(tmp_path):
