@@ -176,8 +176,9 @@ class Effect:
 
     def describe(self) -> str:
         interval = (f"[{self.low:+.4f}, {self.high:+.4f}]" if self.n >= 2 else "(no interval)")
+        sd = f"{self.sd:.4f}" if self.n >= 2 else "  —   "
         return (f"{' '.join(self.key):28} claim {self.claim:2}  {self.metric:17} mean {self.mean:+.4f} "
-                f"sd {self.sd:.4f}  {self.level:.0%} CI {interval}  n={self.n}  sign p={self.sign_p:.3f}  "
+                f"sd {sd}  {self.level:.0%} CI {interval}  n={self.n}  sign p={self.sign_p:.3f}  "
                 f"{self.verdict}")
 
 

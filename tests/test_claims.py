@@ -109,6 +109,7 @@ def test_unpaired_runs_are_not_counted():
 def test_a_single_pair_has_no_interval():
     (e,) = cl.check_claims(grid("sgd", "train_error", [-0.05]), {"2": cl.CLAIMS["2"]})
     assert e.verdict == "too few seeds" and e.low == -math.inf and "no interval" in e.describe()
+    assert "nan" not in e.describe()
 
 
 # -- the paper-scale page's logic on a partial set of run files -------------------------------------
