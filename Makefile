@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-.PHONY: venv test nbtest book bench clean
+.PHONY: venv test nbtest book bench device-prep device-run-cpu clean
 
 venv: $(VENV)/.installed
 
@@ -47,6 +47,15 @@ book: venv
 # without it that row says skipped). Writes bench/results/<machine>.json; tests run it tiny.
 bench: venv
 	$(PY) bench/suite.py
+
+# What bench/device_run.sh carries to a GPU machine without network: wheels its python lacks,
+# MNIST and Fashion-MNIST, and (RESULTS=path/to/results.tar.gz) an earlier call's results to resume.
+device-prep: venv
+	PYTHON=$(PY) bash bench/device_prep.sh $(if $(RESULTS),RESULTS=$(RESULTS))
+
+# The same script in its CPU mode (NumPy, a tiny grid, no wheels); tests/test_device_run.py runs it too.
+device-run-cpu: venv
+	PYTHON=$(PY) bash bench/device_run.sh --cpu
 
 clean:
 	rm -rf _build _nbval

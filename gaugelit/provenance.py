@@ -49,6 +49,9 @@ CHANGES = (
     Change("1375d15ed3daba59", "216ffe535b7a918e",
            "minnorm also takes a GaugeGraph or DenseNet (gaugelit.graph_solvers); a LayeredNet takes the same path",
            _never),
+    Change("216ffe535b7a918e", "25aa658bef98cdfe",
+           "train's argument checks shared with gaugelit.batched.train_many, which the fingerprint now covers; "
+           "train's arithmetic unchanged", _never),
 )
 
 

@@ -406,6 +406,34 @@ def evaluate(net: LayeredNet, X, y, p: float, weight_decay: float, *, loss: str 
     return result
 
 
+def _check_settings(optimizer, p, lr, weight_decay, epochs, batch_size, lr_decay, egd_biases,
+                    gauge_fix, delta):
+    """Validate :func:`train`'s settings (shared with :func:`gaugelit.batched.train_many`);
+    return ``(p, lr, weight_decay)`` with the optimizer's defaults filled in."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {tuple(OPTIMIZERS)}")
+    defaults = OPTIMIZERS[optimizer]
+    p = defaults["p"] if p is None else check_p(p)
+    if p != defaults["p"]:
+        raise ValueError(f"optimizer={optimizer!r} implements l{defaults['p']:g} weight decay "
+                         f"(eq. {38 if optimizer == 'sgd' else 40}); p must be {defaults['p']:g}, got {p:g}")
+    lr = defaults["lr"] if lr is None else float(lr)
+    weight_decay = defaults["weight_decay"] if weight_decay is None else float(weight_decay)
+    if not (lr > 0 and np.isfinite(lr)):
+        raise ValueError(f"lr must be finite and > 0, got {lr}")
+    if not (weight_decay >= 0 and np.isfinite(weight_decay)):
+        raise ValueError(f"weight_decay must be finite and >= 0, got {weight_decay}")
+    if int(epochs) != epochs or epochs < 0 or int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"epochs must be an integer >= 0 and batch_size >= 1, got {epochs}, {batch_size}")
+    if not (0 < lr_decay <= 1):
+        raise ValueError(f"lr_decay must lie in (0, 1], got {lr_decay}")
+    if egd_biases not in EGD_BIASES:
+        raise ValueError(f"egd_biases must be one of {EGD_BIASES}, got {egd_biases!r}")
+    if gauge_fix and not (delta > 0 and np.isfinite(delta)):
+        raise ValueError(f"delta (Algorithm 1's tolerance) must be finite and > 0, got {delta}")
+    return p, lr, weight_decay
+
+
 def train(net: LayeredNet, X, y, *, optimizer: str = "sgd", p: float | None = None,
           lr: float | None = None, weight_decay: float | None = None, epochs: int = 30,
           batch_size: int = 32, lr_decay: float = 0.95, gauge_fix: bool = False, delta: float = 1e-3,
@@ -435,27 +463,8 @@ def train(net: LayeredNet, X, y, *, optimizer: str = "sgd", p: float | None = No
     ``beta`` from :func:`egd_bias_scale` at the start, so biases that start at zero are learned;
     ``"as-printed"`` applies eq. (41) to them, which leaves zero biases at zero for ever.
     """
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {tuple(OPTIMIZERS)}")
-    defaults = OPTIMIZERS[optimizer]
-    p = defaults["p"] if p is None else check_p(p)
-    if p != defaults["p"]:
-        raise ValueError(f"optimizer={optimizer!r} implements l{defaults['p']:g} weight decay "
-                         f"(eq. {38 if optimizer == 'sgd' else 40}); p must be {defaults['p']:g}, got {p:g}")
-    lr = defaults["lr"] if lr is None else float(lr)
-    weight_decay = defaults["weight_decay"] if weight_decay is None else float(weight_decay)
-    if not (lr > 0 and np.isfinite(lr)):
-        raise ValueError(f"lr must be finite and > 0, got {lr}")
-    if not (weight_decay >= 0 and np.isfinite(weight_decay)):
-        raise ValueError(f"weight_decay must be finite and >= 0, got {weight_decay}")
-    if int(epochs) != epochs or epochs < 0 or int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"epochs must be an integer >= 0 and batch_size >= 1, got {epochs}, {batch_size}")
-    if not (0 < lr_decay <= 1):
-        raise ValueError(f"lr_decay must lie in (0, 1], got {lr_decay}")
-    if egd_biases not in EGD_BIASES:
-        raise ValueError(f"egd_biases must be one of {EGD_BIASES}, got {egd_biases!r}")
-    if gauge_fix and not (delta > 0 and np.isfinite(delta)):
-        raise ValueError(f"delta (Algorithm 1's tolerance) must be finite and > 0, got {delta}")
+    p, lr, weight_decay = _check_settings(optimizer, p, lr, weight_decay, epochs, batch_size, lr_decay,
+                                          egd_biases, gauge_fix, delta)
     X, y = _on_device_of(net, X), _on_device_of(net, y)      # data sets load as NumPy arrays
     xp = _check_targets(net, X, y, loss, "train")
     if X_test is not None:

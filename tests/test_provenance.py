@@ -40,7 +40,7 @@ def test_labels_say_what_bears_on_a_run():
 
 
 def test_the_table_reaches_this_checkout():
-    # A change to the fingerprinted modules (backend, network, gauge, solvers, training, data) needs
+    # A change to the fingerprinted modules (experiments.code_fingerprint's list) needs
     # its entry in provenance.CHANGES, saying whether it bears on the committed runs.
     current = code_fingerprint()
     assert current == pv.CHANGES[-1].to, (
