@@ -394,19 +394,27 @@ def top_singular_directions(X, k: int = 200):
     return V * signs
 
 
-def project_top_singular(X_train, X_test, k: int = 200):
+def project_top_singular(X_train, X_test, k: int = 200, *, centre: bool = False):
     """Project both sets onto the top-``k`` right singular directions of the *training* inputs.
 
     The paper only says "singular value decomposition"; gaugelit takes the SVD of the uncentred
-    training matrix. Without centring the projection stays linear (no offset), so a network whose
-    hidden biases are frozen at zero remains positively homogeneous in the raw pixels. Returns
-    ``(Z_train, Z_test)`` in float64.
+    training matrix by default. Without centring the projection stays linear (no offset), so a
+    network whose hidden biases are frozen at zero remains positively homogeneous in the raw
+    pixels. ``centre=True`` subtracts the training inputs' mean from both sets first (principal
+    components; the training projections then have zero mean). Returns ``(Z_train, Z_test)`` in
+    float64.
     """
-    V = top_singular_directions(X_train, k)
+    X_train = np.asarray(X_train, dtype=np.float64)
     X_test = np.asarray(X_test, dtype=np.float64)
+    if centre:
+        if X_train.ndim != 2:
+            raise ValueError(f"X must be a matrix (n, d), got shape {X_train.shape}")
+        mean = X_train.mean(axis=0)
+        X_train, X_test = X_train - mean, X_test - mean
+    V = top_singular_directions(X_train, k)
     if X_test.ndim != 2 or X_test.shape[1] != V.shape[0]:
         raise ValueError(f"X_test must have {V.shape[0]} columns like X_train, got shape {X_test.shape}")
-    return np.asarray(X_train, dtype=np.float64) @ V, X_test @ V
+    return X_train @ V, X_test @ V
 
 
 class Dataset(NamedTuple):
@@ -426,11 +434,12 @@ def _first(n, total, what):
 
 
 def load_dataset(name: str, *, n_train: int | None = None, n_test: int | None = None, k: int = 200,
-                 dtype="float32", download: bool = True) -> Dataset:
+                 dtype="float32", download: bool = True, centre: bool = False) -> Dataset:
     """A data set of Table 1, preprocessed as in section 4.1.
 
     Pixels are scaled to [0, 1] and projected onto the top ``k`` singular directions of the
-    training inputs (:func:`project_top_singular`, fitted on the training set only). ``n_train``
+    training inputs (:func:`project_top_singular`, fitted on the training set only; ``centre``
+    subtracts the training mean first, which the paper does not say it did). ``n_train``
     and ``n_test`` keep the first examples of each set (the CI scale trains on a subset; the
     directions are then fitted on that subset, the training set actually used).
     Returns ``Dataset(X_train, y_train, X_test, y_test)``: NumPy ``dtype`` inputs, int64 labels.
@@ -441,6 +450,6 @@ def load_dataset(name: str, *, n_train: int | None = None, n_test: int | None = 
     n_train = _first(n_train, len(train_labels), "n_train")
     n_test = _first(n_test, len(test_labels), "n_test")
     Z_train, Z_test = project_top_singular(train_images[:n_train] / 255.0,
-                                           test_images[:n_test] / 255.0, k)
+                                           test_images[:n_test] / 255.0, k, centre=centre)
     return Dataset(Z_train.astype(dtype), train_labels[:n_train].copy(),
                    Z_test.astype(dtype), test_labels[:n_test].copy())

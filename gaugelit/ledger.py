@@ -11,6 +11,10 @@ Conventions in ``book/*.md``
   ``assert`` in a cell without SymPy); a cell can be both. A check cell must assert something.
 * A discrepancy between the printed and the correct form is marked in the cell that shows it:
   ``# typo eq-N: what is printed, what is right and why``.
+* A slip of the paper that is not a misprinted formula (a sentence that contradicts its equation,
+  an equation applied where it does nothing, a wrong list of numbers) is marked the same way:
+  ``# slip eq-N: note`` when it concerns equation N, or ``# slip where: note`` (``where`` a short
+  name of the place in the paper, without a colon) for one outside the numbered equations.
 
 The module is also a Sphinx extension (``sphinx: extra_extensions: [gaugelit.ledger]`` in
 ``_config.yml``): it numbers every display labelled ``eq-N`` as ``(N)``, the paper's number, in
@@ -20,11 +24,11 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Display", "Check", "Typo", "Ledger", "book_dir", "parse_page", "parse_book", "ledger_rows",
-           "problems", "markdown_table", "REQUIRED", "setup"]
+__all__ = ["Display", "Check", "Typo", "Slip", "Ledger", "book_dir", "parse_page", "parse_book", "ledger_rows",
+           "problems", "markdown_table", "slips_table", "REQUIRED", "setup"]
 
 #: The equations the book must display and check (the issue's range, eqs. 10-37).
 REQUIRED = range(10, 38)
@@ -32,7 +36,8 @@ REQUIRED = range(10, 38)
 _DOLLAR_LABEL = re.compile(r"\$\$\s*\((eq-\d+)\)")
 _MATH_LABEL = re.compile(r"^\s*:label:\s*(eq-\d+)\s*$")
 _CHECKS = re.compile(r"#\s*checks\s+(eq-\d+(?:\s*,\s*eq-\d+)*)", re.IGNORECASE)
-_TYPO = re.compile(r"#\s*typo\s+(eq-\d+)\s*:\s*(.+?)\s*$", re.IGNORECASE)
+_TYPO = re.compile(r"#\s*(typo|slip)\s+(eq-\d+)\s*:\s*(.+?)\s*$", re.IGNORECASE)
+_SLIP = re.compile(r"#\s*slip\s+(?!eq-\d+\s*:)([^:]+?)\s*:\s*(.+?)\s*$", re.IGNORECASE)
 _CODE_FENCE = re.compile(r"^(`{3,}|~{3,})\{code-cell\}")
 _SYMBOLIC = re.compile(r"\bsp\.|\bsympy\b")
 _NUMERIC = re.compile(r"np\.testing|assert_allclose|assert_array_equal|assert_array_less")
@@ -63,8 +68,19 @@ class Check:
 
 @dataclass(frozen=True)
 class Typo:
-    """A ``# typo eq-N: note`` mark in the cell on ``page`` starting at ``line``."""
+    """A ``# typo eq-N: note`` (``kind`` "typo") or ``# slip eq-N: note`` (``kind`` "slip") mark in
+    the cell on ``page`` starting at ``line``."""
     label: str
+    page: str
+    line: int
+    note: str
+    kind: str = "typo"
+
+
+@dataclass(frozen=True)
+class Slip:
+    """A ``# slip where: note`` mark, for a slip outside the numbered equations."""
+    where: str
     page: str
     line: int
     note: str
@@ -75,6 +91,7 @@ class Ledger:
     displays: list
     checks: list
     typos: list
+    slips: list = field(default_factory=list)
 
 
 def number(label: str) -> int:
@@ -119,7 +136,7 @@ def parse_page(path) -> Ledger:
     """Displays, checks and typo marks of one MyST notebook."""
     path = Path(path)
     page = path.stem
-    displays, checks, typos = [], [], []
+    displays, checks, typos, slips = [], [], [], []
     try:
         cells = list(_cells(path.read_text(encoding="utf-8")))
     except ValueError as err:
@@ -144,19 +161,24 @@ def parse_page(path) -> Ledger:
                     checks.append(Check(label, page, start, frozenset(kinds or {"numeric"}), asserts))
             m = _TYPO.search(line)
             if m:
-                typos.append(Typo(m.group(1), page, start, m.group(2)))
-    return Ledger(displays, checks, typos)
+                typos.append(Typo(m.group(2), page, start, m.group(3), m.group(1).lower()))
+                continue
+            m = _SLIP.search(line)
+            if m:
+                slips.append(Slip(m.group(1), page, start, m.group(2)))
+    return Ledger(displays, checks, typos, slips)
 
 
 def parse_book(folder=None) -> Ledger:
     """Parse every ``*.md`` notebook in ``folder`` (default :func:`book_dir`)."""
     folder = book_dir() if folder is None else Path(folder)
-    ledger = Ledger([], [], [])
+    ledger = Ledger([], [], [], [])
     for path in sorted(folder.glob("*.md")):
         part = parse_page(path)
         ledger.displays += part.displays
         ledger.checks += part.checks
         ledger.typos += part.typos
+        ledger.slips += part.slips
     return ledger
 
 
@@ -165,7 +187,7 @@ def ledger_rows(ledger: Ledger | None = None, numbers=None) -> list[dict]:
 
     Each row: ``label``, ``number``, ``displayed`` (pages), ``checked`` (pages, in order of first
     check), ``checks`` (how many cells), ``how`` (``symbolic``/``numeric``/``both``/``""``),
-    ``typos`` (notes), ``asserts`` (every check cell asserts).
+    ``typos`` and ``slips`` (the notes of each kind of mark), ``asserts`` (every check cell asserts).
     """
     ledger = parse_book() if ledger is None else ledger
     labels = {d.label for d in ledger.displays} | {c.label for c in ledger.checks}
@@ -184,7 +206,8 @@ def ledger_rows(ledger: Ledger | None = None, numbers=None) -> list[dict]:
             "checked": list(dict.fromkeys(c.page for c in cs)),
             "checks": len(cs),
             "how": "both" if len(kinds) == 2 else (next(iter(kinds)) if kinds else ""),
-            "typos": [t.note for t in ledger.typos if t.label == label],
+            "typos": [t.note for t in ledger.typos if t.label == label and t.kind == "typo"],
+            "slips": [t.note for t in ledger.typos if t.label == label and t.kind == "slip"],
             "asserts": all(c.asserts for c in cs),
         })
     return rows
@@ -216,7 +239,7 @@ def problems(ledger: Ledger | None = None, required=REQUIRED) -> list[str]:
             out.append(f"{c.page}:{c.line} checks {c.label} but asserts nothing")
     for t in ledger.typos:
         if t.label not in shown:
-            out.append(f"{t.page}:{t.line} marks a typo in {t.label}, which no page displays")
+            out.append(f"{t.page}:{t.line} marks a {t.kind} in {t.label}, which no page displays")
     return out
 
 
@@ -232,9 +255,20 @@ def markdown_table(rows: list[dict], link: bool = True) -> str:
     lines = [head]
     for r in rows:
         eq = f"{{eq}}`{r['label']}`" if link and r["displayed"] else f"({r['number']})"
-        printed = "; ".join(f"**typo**: {note}" for note in r["typos"]) or "as printed"
+        printed = "; ".join([f"**typo**: {note}" for note in r["typos"]]
+                            + [f"**slip**: {note}" for note in r.get("slips", [])]) or "as printed"
         lines.append(f"| {eq} | {pages(r['displayed'])} | {pages(r['checked'])} "
                      f"| {r['checks']} | {r['how'] or '—'} | {printed.replace('|', chr(92) + '|')} |")
+    return "\n".join(lines)
+
+
+def slips_table(ledger: Ledger | None = None, link: bool = True) -> str:
+    """The slips outside the numbered equations (``# slip where: note``) as a MyST table."""
+    ledger = parse_book() if ledger is None else ledger
+    lines = ["| Where in the paper | Marked in | Slip |", "|---|---|---|"]
+    for s in ledger.slips:
+        page = f"{{doc}}`{s.page} <{s.page}>`" if link else s.page
+        lines.append(f"| {s.where} | {page} | {s.note.replace('|', chr(92) + '|')} |")
     return "\n".join(lines)
 
 

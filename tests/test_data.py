@@ -342,6 +342,20 @@ def test_projection_is_fitted_on_the_training_set_only():
     np.testing.assert_allclose(np.linalg.norm(Z_train, axis=0), s[:5])
 
 
+def test_centred_projection_is_principal_components():
+    rng = np.random.default_rng(4)
+    X_train, X_test = rng.random((200, 30)) + 3.0, rng.random((50, 30)) + 3.0   # far from zero mean
+    Z_train, Z_test = gd.project_top_singular(X_train, X_test, k=5, centre=True)
+    mean = X_train.mean(axis=0)
+    V = gd.top_singular_directions(X_train - mean, 5)
+    np.testing.assert_allclose(Z_train, (X_train - mean) @ V)
+    np.testing.assert_allclose(Z_test, (X_test - mean) @ V)             # the training mean, not the test's
+    np.testing.assert_allclose(Z_train.mean(axis=0), 0, atol=1e-10)
+    # Uncentred, the first direction is the mean's: its projections are all of one sign and far from zero.
+    U_train, _ = gd.project_top_singular(X_train, X_test, k=5)
+    assert abs(U_train[:, 0].mean()) > 10 * U_train[:, 0].std()
+
+
 def test_projection_rejects_bad_k_and_shapes():
     X = np.random.default_rng(2).random((20, 8))
     with pytest.raises(ValueError, match=r"k must be an integer in \[1, min\(n, d\)\] = \[1, 8\]"):

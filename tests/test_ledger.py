@@ -121,3 +121,38 @@ def test_unclosed_code_cell_is_an_error(tmp_path):
     bad.write_text("```{code-cell} ipython3\n# checks eq-10\n")
     with pytest.raises(ValueError, match="unclosed code cell"):
         ledger.parse_page(bad)
+
+
+def test_slip_marks_on_equations_and_elsewhere(tmp_path):
+    page = tmp_path / "slips.md"
+    page.write_text(textwrap.dedent('''\
+        $$ b = 1 $$ (eq-41)
+
+        ```{code-cell} ipython3
+        # slip eq-41: a zero bias never moves
+        # slip section 4.1 (the 7-layer network): one width dropped
+        # typo eq-41: a sign
+        assert True
+        ```
+        '''))
+    parsed = ledger.parse_page(page)
+    assert [(t.label, t.kind, t.note) for t in parsed.typos] == [
+        ("eq-41", "slip", "a zero bias never moves"), ("eq-41", "typo", "a sign")]
+    assert [(s.where, s.note) for s in parsed.slips] == [("section 4.1 (the 7-layer network)", "one width dropped")]
+    row = ledger.ledger_rows(parsed)[0]
+    assert row["typos"] == ["a sign"] and row["slips"] == ["a zero bias never moves"]
+    assert "**slip**: a zero bias never moves" in ledger.markdown_table([row])
+    table = ledger.slips_table(parsed)
+    assert "| section 4.1 (the 7-layer network) | {doc}`slips <slips>` | one width dropped |" in table
+    (tmp_path / "orphan.md").write_text("```{code-cell} ipython3\n# slip eq-99: nowhere\nassert True\n```\n")
+    assert any("marks a slip in eq-99, which no page displays" in s
+               for s in ledger.problems(ledger.parse_book(tmp_path), required=[]))
+
+
+def test_the_papers_slips_are_marked():
+    # Issue 11: the 7-layer list of the extraction, eqs. (35) and (41) applied to zero-initialised
+    # biases, and the path's weights written with reversed indices before eq. (18).
+    book = ledger.parse_book()
+    rows = {r["number"]: r for r in ledger.ledger_rows(book)}
+    assert rows[35]["slips"] and rows[41]["slips"] and rows[18]["slips"]
+    assert any("7-layer" in s.where for s in book.slips)

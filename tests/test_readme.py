@@ -16,3 +16,11 @@ def test_readme_example_runs():
     namespace = {}
     exec(compile(code, str(README), "exec"), namespace)
     assert namespace["res"].converged and len(namespace["history"]["epoch"]) == 2
+
+
+def test_readme_example_comment_matches_what_it_prints():
+    # the comment "# N sweeps; A -> B" beside the example's print of the 7-layer solve
+    m = re.search(r"# (\d+) sweeps; (\d+) -> (\d+)", README.read_text())
+    net = gl.he_init(gl.ARCHITECTURES["7-layer"], seed=0, dtype="float64")
+    res = gl.minnorm(net, p=2.0)
+    assert (res.iterations, round(res.objective[0]), round(res.objective[-1])) == tuple(map(int, m.groups()))

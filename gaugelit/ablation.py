@@ -1,0 +1,271 @@
+"""Paired ablations of section 4.1's silent choices, for claim 3 (EGD's training error).
+
+The paper finds that gauge fixing has no similar effect on EGD's training error as on SGD's; the
+runs of this book find that it lowers it. The paper leaves several choices unsaid that could
+decide this, and gaugelit had to pick one of each. A :class:`Study` trains one network with EGD
+on a subset of one data set, with and without gauge fixing, for several seeds, once per
+*variant*: the book's choices (``"as run"``) and each choice changed alone (:data:`VARIANTS`):
+
+* ``float64`` instead of float32 arithmetic;
+* a ``centred`` SVD projection (principal components) instead of the uncentred one;
+* Algorithm 1's tolerance δ: ``1e-2`` (looser than the paper's 1e-3) and ``1e-6`` (Algorithm 1
+  solved tightly before every step, many updates each, where the paper's δ stops after one);
+* the output biases updated by eq. (41) ``as printed`` (so they stay at zero) instead of EG±.
+
+Algorithm 1 started from the identity before every step and Algorithm 1 warm-started from the
+last step's gauge are the same arithmetic (the training loop's log-domain factors are tested
+against ``minnorm`` from the identity at every step in ``tests/test_bench.py``), so that choice
+needs no variant: how far each call solves is δ's axis.
+
+Each run is written to ``<out>/<run-key>.json`` as it finishes, and a rerun skips the runs whose
+file holds the same configuration, so the study resumes. A variant that changes only δ shares
+its runs without gauge fixing with ``"as run"`` (δ acts only when the gauge is fixed).
+:func:`summarise` turns the files into a small JSON: per variant, the paired differences (with
+minus without gauge fixing) of the final training error, test error and regularised losses, and
+claim 3's verdict on them by :mod:`gaugelit.claims`.
+
+    python -m gaugelit.ablation --jobs 2            # trains what is missing, writes the summary
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import hashlib
+import json
+import multiprocessing
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import claims
+from .data import load_dataset
+from .experiments import code_fingerprint, device_name, write_json_atomic
+from .network import ARCHITECTURES, he_init
+from .training import train
+
+__all__ = ["VARIANTS", "Study", "STUDY", "SUMMARY", "run_config", "run_key", "run_study", "summarise",
+           "plot_summary", "between_variants", "main"]
+
+#: The committed summary of :data:`STUDY` that the book reads (written by ``main``).
+SUMMARY = Path(__file__).resolve().parents[1] / "results" / "claim3-ablation.json"
+
+#: Each variant changes one choice of the runs ("as run": the choices the book's runs made).
+VARIANTS = {
+    "as run": {},
+    "float64": {"dtype": "float64"},
+    "centred": {"centre": True},
+    "delta 1e-2": {"delta": 1e-2},
+    "delta 1e-6": {"delta": 1e-6},
+    "as-printed biases": {"egd_biases": "as-printed"},
+}
+#: The book's choices, which the variants change one at a time.
+BASE = {"dtype": "float32", "centre": False, "delta": 1e-3, "egd_biases": "plus-minus"}
+#: The metrics a summary compares at the last epoch.
+COMPARED = ("train_error", "test_error", "reg_loss", "reg_loss_min_norm")
+
+
+@dataclass(frozen=True)
+class Study:
+    """The runs of an ablation: ``variants`` x ``seeds`` x gauge fixing off/on, on the first
+    ``n_train`` training and ``n_test`` test examples of ``dataset``, with the paper's EGD
+    settings otherwise (learning rate, weight decay, batch 32, decay 0.95 per epoch)."""
+    dataset: str = "mnist"
+    architecture: str = "3-layer"
+    optimizer: str = "egd"
+    n_train: int = 2000
+    n_test: int = 1000
+    epochs: int = 3
+    seeds: tuple = (0, 1, 2)
+    variants: tuple = tuple(VARIANTS)
+    batch_size: int = 32
+    lr_decay: float = 0.95
+
+    def __post_init__(self):
+        bad = [v for v in self.variants if v not in VARIANTS]
+        if bad:
+            raise ValueError(f"variants: unknown {bad}; choose from {', '.join(VARIANTS)}")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture: unknown {self.architecture!r}; choose from {', '.join(ARCHITECTURES)}")
+        if not self.seeds or int(self.epochs) != self.epochs or self.epochs < 1:
+            raise ValueError(f"need at least one seed and epochs >= 1, got {self.seeds}, {self.epochs}")
+
+
+#: The study whose summary the book shows: the CI grid's size (the CPU that made it was shared by
+#: many jobs; its summary records the runs' wall times, summed, in run_minutes).
+STUDY = Study()
+
+
+def run_config(study: Study, variant: str, gauge_fix: bool, seed: int) -> dict:
+    """Everything that determines one run (JSON types). Without gauge fixing δ plays no part,
+    so it is left out, and the δ variants share those runs with ``"as run"``."""
+    choices = {**BASE, **VARIANTS[variant]}
+    if not gauge_fix:
+        choices.pop("delta")
+    return {"dataset": study.dataset, "architecture": study.architecture, "optimizer": study.optimizer,
+            "n_train": study.n_train, "n_test": study.n_test, "epochs": int(study.epochs),
+            "batch_size": study.batch_size, "lr_decay": study.lr_decay, "seed": int(seed),
+            "gauge_fix": bool(gauge_fix), **choices}
+
+
+def run_key(config: dict) -> str:
+    """The file name of a run: readable, with a hash of its whole configuration."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{'gauge' if config['gauge_fix'] else 'nogauge'}_seed{config['seed']}_{digest}"
+
+
+@functools.lru_cache(maxsize=4)
+def _data(dataset, n_train, n_test, dtype, centre):
+    return load_dataset(dataset, n_train=n_train, n_test=n_test, dtype=dtype, centre=centre)
+
+
+def _train_one(config: dict, out: str) -> dict:
+    """Train the run of ``config`` and write its file; one BLAS thread (a study runs one process per core)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        started = time.perf_counter()
+        X, y, X_test, y_test = _data(config["dataset"], config["n_train"], config["n_test"],
+                                     config["dtype"], config["centre"])
+        sizes = list(ARCHITECTURES[config["architecture"]])
+        sizes[-1] = int(y.max()) + 1
+        net = he_init(sizes, seed=config["seed"], dtype=config["dtype"], xp=np)
+        _, history = train(net, X, y, optimizer=config["optimizer"], epochs=config["epochs"],
+                           batch_size=config["batch_size"], lr_decay=config["lr_decay"],
+                           gauge_fix=config["gauge_fix"], delta=config.get("delta", 1e-3),
+                           seed=config["seed"], progress=False, X_test=X_test, y_test=y_test,
+                           min_norm_loss=True, egd_biases=config["egd_biases"])
+    record = {"config": config, "code": code_fingerprint(), "device": device_name(np),
+              "wall_seconds": time.perf_counter() - started,
+              "history": {k: [float(v) for v in history[k]] for k in
+                          ("epoch", *COMPARED, "gauge_iterations")}}
+    write_json_atomic(Path(out) / f"{run_key(config)}.json", record)
+    return record
+
+
+def _finished(path: Path, config: dict) -> bool:
+    try:
+        return json.loads(path.read_text())["config"] == json.loads(json.dumps(config))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def run_study(study: Study = STUDY, out="results/ablation", *, jobs: int = 1, log=print) -> list[dict]:
+    """Train every run of ``study`` that has no finished file in ``out``; return the configs trained."""
+    out = Path(out)
+    # seed by seed, so that a study stopped early has every variant for its first seeds
+    configs = {run_key(c): c for s in study.seeds for v in study.variants for g in (False, True)
+               for c in [run_config(study, v, g, s)]}
+    todo = [c for key, c in configs.items() if not _finished(out / f"{key}.json", c)]
+    if log:
+        log(f"{len(configs)} runs, {len(configs) - len(todo)} already finished in {out}")
+    if jobs <= 1 or len(todo) < 2:
+        for i, c in enumerate(todo, 1):
+            r = _train_one(c, str(out))
+            if log:
+                log(f"[{i}/{len(todo)}] {run_key(c)}: {r['wall_seconds']:.0f} s")
+        return todo
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_train_one, c, str(out)): c for c in todo}
+        for i, future in enumerate(as_completed(futures), 1):
+            r = future.result()
+            if log:
+                log(f"[{i}/{len(todo)}] {run_key(futures[future])}: {r['wall_seconds']:.0f} s")
+    return todo
+
+
+def summarise(study: Study = STUDY, out="results/ablation", *, margin: float = claims.MARGIN) -> dict:
+    """The study's paired differences and claim 3's verdict per variant, from the files in ``out``
+    (a variant with a seed missing either run is summarised over the seeds it has)."""
+    out = Path(out)
+    variants = {}
+    codes, wall = set(), 0.0
+    for variant in study.variants:
+        finals = {g: {} for g in (False, True)}
+        iterations = []
+        for seed in study.seeds:
+            for g in (False, True):
+                config = run_config(study, variant, g, seed)
+                path = out / f"{run_key(config)}.json"
+                if not _finished(path, config):
+                    continue
+                record = json.loads(path.read_text())
+                codes.add(record["code"])
+                wall += record["wall_seconds"]
+                finals[g][seed] = {m: record["history"][m][-1] for m in COMPARED}
+                if g:
+                    steps = -(-study.n_train // study.batch_size)
+                    iterations.append(record["history"]["gauge_iterations"][-1] / steps)
+        seeds = sorted(set(finals[False]) & set(finals[True]))
+        row = {"seeds": seeds, "choices": {**BASE, **VARIANTS[variant]},
+               "updates_per_step_last_epoch": float(np.mean(iterations)) if iterations else None}
+        for m in COMPARED:
+            row[m] = {"without": [finals[False][s][m] for s in seeds], "with": [finals[True][s][m] for s in seeds],
+                      "differences": [finals[True][s][m] - finals[False][s][m] for s in seeds]}
+        if seeds:
+            e = claims.effect(row["train_error"]["differences"], claim="3", metric="train_error",
+                              expect="none", margin=margin)
+            row["claim3"] = {"mean": e.mean, "sd": e.sd, "low": e.low, "high": e.high, "sign_p": e.sign_p,
+                             "verdict": e.verdict, "n": e.n}
+        variants[variant] = row
+    return {"study": dataclasses.asdict(study), "margin": margin, "level": claims.LEVEL,
+            "codes": sorted(codes), "run_minutes": wall / 60, "variants": variants,
+            "command": "python -m gaugelit.ablation --jobs 2"}
+
+
+def between_variants(summary: dict, a: str, b: str, metric: str = "train_error") -> dict:
+    """Per gauge setting (``"without"``, ``"with"``): ``metric`` of variant ``a`` minus variant
+    ``b`` for each seed both have (same seed: same initial network and mini-batches)."""
+    va, vb = summary["variants"][a], summary["variants"][b]
+    seeds = [s for s in va["seeds"] if s in vb["seeds"]]
+    return {g: np.array([va[metric][g][va["seeds"].index(s)] - vb[metric][g][vb["seeds"].index(s)] for s in seeds])
+            for g in ("without", "with")}
+
+
+def plot_summary(summary: dict, metric: str = "train_error", ax=None):
+    """Each variant's paired differences (dots, one per seed), their mean and t interval (bar),
+    and claim 3's equivalence margin (shaded)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 0.55 * len(summary["variants"]) + 1.2), constrained_layout=True)
+    names = list(summary["variants"])
+    for i, name in enumerate(names):
+        d = np.array(summary["variants"][name][metric]["differences"])
+        if d.size == 0:
+            continue
+        ax.plot(d, np.full(d.size, i) + np.linspace(-0.12, 0.12, d.size), "o", color="0.5", ms=4)
+        if d.size > 1:
+            low, high = claims.t_interval(d, summary["level"])
+            ax.plot([low, high], [i, i], color="tab:red", lw=2)
+        ax.plot([d.mean()], [i], "|", color="tab:red", ms=14, mew=2)
+    if metric == "train_error":
+        ax.axvspan(-summary["margin"], summary["margin"], color="tab:green", alpha=0.12,
+                   label=f"claim 3's margin ±{summary['margin']:g}")
+        ax.legend(fontsize="small", loc="lower right")
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{metric.replace('_', ' ')}: with minus without gauge fixing (last epoch)")
+    return ax
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gaugelit.ablation", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("results/ablation"), help="run files (resumable)")
+    parser.add_argument("--summary", type=Path, default=SUMMARY,
+                        help="the small summary the book reads")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes (one per core)")
+    args = parser.parse_args(argv)
+    run_study(STUDY, args.out, jobs=args.jobs)
+    summary = summarise(STUDY, args.out)
+    write_json_atomic(args.summary, summary)
+    print(f"wrote {args.summary}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

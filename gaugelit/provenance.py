@@ -1,0 +1,87 @@
+"""Which code made a run file, and what has changed since.
+
+Every run file records ``code``, the fingerprint of the modules its numbers depend on
+(:func:`gaugelit.experiments.code_fingerprint`). A run made by older code is still worth showing
+when nothing that changed since bears on it; :data:`CHANGES` lists, for each fingerprint of older
+code that made committed run files, the changes that followed it (found by hashing those modules
+at every commit of the history), and which runs each change affects. :func:`provenance` labels a
+record with them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .experiments import code_fingerprint
+
+__all__ = ["Change", "CHANGES", "provenance", "label"]
+
+
+@dataclass(frozen=True)
+class Change:
+    """A change to the fingerprinted modules, made after code with fingerprint ``after`` (and
+    giving fingerprint ``to``); ``affects(settings)`` tells whether it changes a run's numbers."""
+    after: str
+    to: str
+    what: str
+    affects: Callable[[dict], bool]
+
+
+def _never(settings: dict) -> bool:
+    return False
+
+
+def _egd_or_7_layer(settings: dict) -> bool:
+    return settings.get("optimizer") == "egd" or settings.get("architecture") == "7-layer"
+
+
+#: The changes in order, oldest first; each one's ``to`` is the next one's ``after``.
+CHANGES = (
+    Change("521292068b58017c", "4d355ecba6f6954c",
+           "data files checked by one call (data.fetch_dataset): the same files, the same inputs", _never),
+    Change("4d355ecba6f6954c", "09f9174f2ebc4a36",
+           "gauge.sublevel_log_bounds added (Lemma 2.4; training does not call it)", _never),
+    Change("09f9174f2ebc4a36", "7f3d9e2e4a4587d0",
+           "the 7-layer network as published (seven weight matrices), and EGD learns its biases by EG+-",
+           _egd_or_7_layer),
+    Change("7f3d9e2e4a4587d0", "1375d15ed3daba59",
+           "a centre option of the SVD projection, off by default (the default inputs are unchanged)", _never),
+    Change("1375d15ed3daba59", "216ffe535b7a918e",
+           "minnorm also takes a GaugeGraph or DenseNet (gaugelit.graph_solvers); a LayeredNet takes the same path",
+           _never),
+    Change("216ffe535b7a918e", "25aa658bef98cdfe",
+           "train's argument checks shared with gaugelit.batched.train_many, which the fingerprint now covers; "
+           "train's arithmetic unchanged", _never),
+)
+
+
+def provenance(record: dict, *, current: str | None = None) -> dict:
+    """``code`` of the record, whether it is the ``current`` code (default: this checkout's
+    fingerprint), ``known`` (its fingerprint is current or in :data:`CHANGES`), the changes since
+    (``changes``) and those of them that bear on this run (``relevant``), and ``complete``: whether
+    the table's changes reach the current code (when the fingerprinted modules change again, the
+    table needs an entry for it)."""
+    current = code_fingerprint() if current is None else current
+    code = record.get("code")
+    if code == current:
+        return {"code": code, "current": True, "known": True, "complete": True, "changes": [], "relevant": []}
+    starts = [i for i, c in enumerate(CHANGES) if c.after == code]
+    if not starts:
+        return {"code": code, "current": False, "known": False, "complete": False, "changes": [], "relevant": []}
+    since = list(CHANGES[starts[0]:])
+    settings = record.get("settings", {})
+    return {"code": code, "current": False, "known": True, "complete": since[-1].to == current,
+            "changes": [c.what for c in since], "relevant": [c.what for c in since if c.affects(settings)]}
+
+
+def label(record: dict, *, current: str | None = None) -> str:
+    """One line for the book: the code that made the run and what has changed since."""
+    p = provenance(record, current=current)
+    if p["current"]:
+        return f"code {p['code']} (this checkout's)"
+    if not p["known"]:
+        return f"code {p['code']}: older code not in gaugelit.provenance.CHANGES"
+    tail = "" if p["complete"] else "; and later changes not in the table"
+    if p["relevant"]:
+        return f"code {p['code']}: older; since changed, and bearing on this run: {'; '.join(p['relevant'])}{tail}"
+    return f"code {p['code']}: older; nothing changed since bears on this run ({len(p['changes'])} changes){tail}"
