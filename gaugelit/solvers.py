@@ -216,10 +216,12 @@ def layer_shift(A, B=None, C=None, tol=1e-13, max_iter=100):
     L = len(A)
     B = np.zeros(L) if B is None else np.asarray(B, dtype=np.float64)
     C = np.zeros(L) if C is None else np.asarray(C, dtype=np.float64)
+    t = np.log(A).mean() - np.log(A)                           # z_{l+1} - z_l
     if not (B.any() or C.any()):
-        t = np.log(A).mean() - np.log(A)                       # z_{l+1} - z_l
         return np.cumsum(t)[:-1]
-    z = np.zeros(L + 1)
+    # Newton from the minimiser without B and C: every A-term is then equal, so H is well
+    # conditioned even when the A_l span many decades (from z = 0 it can be singular in floats).
+    z = np.concatenate([[0.0], np.cumsum(t)[:-1], [0.0]])
 
     def F(z):
         return float(np.sum(A * np.exp(z[1:] - z[:-1]) + B * np.exp(z[1:]) + C * np.exp(-z[:-1])))
@@ -334,12 +336,13 @@ def minnorm(net: LayeredNet, p: float = 2.0, *, method: str | None = None, delta
     xp = net.xp
     with _quiet(xp):                       # overflow and underflow are detected, not warned about
         M = [_abs_pow(W, p, xp) for W in net.weights]
-    st = _LogScales(M, p, xp, lambda: dead_units(net))
+        st = _LogScales(M, p, xp, lambda: dead_units(net))
+        healthy = _healthy(st)
     # The common case works on |W|^p as it is. Weights whose |W|^p overflows, or underflows so
     # that a unit's sums lose their digits, are solved again from a prebalanced copy in float64
     # whose every layer has largest entry 1; the scale taken out is carried in logs.
     u0, log_scale = None, 0.0
-    if not _healthy(st):
+    if not healthy:
         del M, st
         M, u0, log_scale = _prebalanced(net, p)
         st = _LogScales(M, p, xp, lambda: dead_units(net))
@@ -365,7 +368,11 @@ def minnorm(net: LayeredNet, p: float = 2.0, *, method: str | None = None, delta
         objective.append(_scaled(st.objective(), log_scale, p))
         gamma.append(st.gamma())
         if not (math.isfinite(objective[-1]) and math.isfinite(step) and math.isfinite(gamma[-1])):
-            raise FloatingPointError(f"minnorm: non-finite objective after update {it}; "
+            # name the layer: factors out of the dtype's range raise in _factors
+            u = st.u[1:-1] if u0 is None else [a + b for a, b in zip(u0, st.u[1:-1])]
+            _factors(u, net.dtype, xp, p)
+            k = _unhealthy_layer(st) or 1
+            raise FloatingPointError(f"minnorm: non-finite objective after update {it} (hidden layer {k}); "
                                      f"the weights' |W|^p may overflow or underflow {M[0].dtype} at p={p}")
         if gamma_tol is None and step < delta:
             converged = True
@@ -435,40 +442,54 @@ def _healthy(st: _LogScales) -> bool:
 
 
 def _prebalanced(net: LayeredNet, p: float):
-    """``|W'|^p`` in float64 for a rescaled copy ``W'`` of the weights in which every hidden unit's
-    largest incoming and outgoing magnitudes are equal and every layer's largest entry is
-    ``exp(g)`` (``g`` the mean of the layers' log-scales); returns ``(M, u0, p g)`` with ``M`` of the
-    copy divided by ``exp(g)``, and ``u0`` the log-factors of the copy. All magnitudes are taken in
-    logs, so any weights a float can hold give entries in ``[0, 1]``."""
+    """``|W'|^p`` in float64 for a rescaled copy ``W'`` of the weights in which every live hidden
+    unit's largest incoming and outgoing magnitudes are equal and every layer's largest entry
+    between live units is ``exp(g)`` (``g`` the mean of the layers' log-scales); returns
+    ``(M, u0, p g)`` with ``M`` of the copy divided by ``exp(g)``, and ``u0`` the log-factors of the
+    copy (0 at dead units, which keep ``a = 1``). Magnitudes are taken in logs, so the live
+    entries lie in ``[0, 1]`` for any weights a float can hold."""
     xp, L = net.xp, len(net.weights)
     with np.errstate(divide="ignore") if xp is np else _null():
         logs = [xp.log(xp.abs(W.astype(np.float64))) for W in net.weights]   # -inf at zeros
+    live = [None] + [~d for d in dead_units(net)] + [None]
     u = []
     for k in range(1, L):
         log_in, log_out = logs[k - 1].max(axis=1), logs[k].max(axis=0)
-        ok = xp.isfinite(log_in) & xp.isfinite(log_out)
+        ok = live[k] & xp.isfinite(log_in) & xp.isfinite(log_out)
         u.append(xp.where(ok, (xp.where(ok, log_out, 0) - xp.where(ok, log_in, 0)) / 2, 0.0))
     uu = [None] + u + [None]
+
+    def shifted(l, rows, cols):
+        out = logs[l]
+        if rows is not None:
+            out = out + rows[:, None]
+        if cols is not None:
+            out = out - cols[None, :]
+        return out
+
     tops = []
     for l in range(L):
-        if uu[l + 1] is not None:
-            logs[l] += uu[l + 1][:, None]
-        if uu[l] is not None:
-            logs[l] -= uu[l][None, :]
-        top = float(logs[l].max())
-        tops.append(top if math.isfinite(top) else 0.0)       # an all-zero matrix: no scale
+        part = shifted(l, uu[l + 1], uu[l])
+        if live[l + 1] is not None:
+            part = xp.where(live[l + 1][:, None], part, -xp.inf)
+        if live[l] is not None:
+            part = xp.where(live[l][None, :], part, -xp.inf)
+        top = float(part.max())
+        tops.append(top if math.isfinite(top) else 0.0)       # no live-to-live weight: no scale
     g = sum(tops) / L
     z = [0.0]
     for l in range(L - 1):          # common shifts z_k: every layer's largest entry becomes exp(g)
         z.append(z[-1] + g - tops[l])
     z.append(0.0)                   # the output units keep a = 1 (z_L - z_{L-1} = g - tops[-1])
+    u0 = [xp.where(live[k], u[k - 1] + z[k], 0.0) for k in range(1, L)]
+    uu = [None] + u0 + [None]
     M = []
     for l in range(L):
-        shift = z[l + 1] - z[l] - g
-        logs[l] += shift
-        logs[l] *= p
-        M.append(xp.exp(logs[l], out=logs[l]))
-    u0 = [u[k - 1] + z[k] for k in range(1, L)]
+        m = shifted(l, uu[l + 1], uu[l])
+        m -= g
+        m *= p
+        with _quiet(xp):            # dead units' entries may leave the range; _healthy says so
+            M.append(xp.exp(m, out=m))
     return M, u0, p * g
 
 

@@ -478,7 +478,7 @@ def train(net: LayeredNet, X, y, *, optimizer: str = "sgd", p: float | None = No
         X_test, y_test = _on_device_of(net, X_test), _on_device_of(net, y_test)
         _check_targets(net, X_test, y_test, loss, "train", "X_test", "y_test")
     if soft_gauge:
-        from .soft_gauge import soft_gauge_penalty
+        from .soft_gauge import _soft_gauge_penalty   # unchecked: no host sync per step
     if progress:    # tqdm.auto picks the notebook widget; imported only when a bar is wanted
         from tqdm.auto import tqdm
     else:
@@ -548,7 +548,7 @@ def train(net: LayeredNet, X, y, *, optimizer: str = "sgd", p: float | None = No
                 gauge_iterations += iterations
             extra_w = extra_b = None
             if soft_gauge:
-                _, extra_w, extra_b = soft_gauge_penalty(state.materialize(), soft_gauge)
+                _, extra_w, extra_b = _soft_gauge_penalty(state.materialize(), soft_gauge)
             value = state.step(X[batch], y[batch], loss, optimizer, lr, weight_decay,
                                train_hidden_biases, extra_w, extra_b)
             losses[s] = value
