@@ -92,7 +92,7 @@ def _log_pnorm_terms(weights, p: float, xp) -> list[float]:
     for W in weights:
         with _quiet(xp):                                   # overflow is detected below, not warned
             total = float(_abs_pow(W, p, xp).sum())
-        if not _suspect(total, W.dtype):
+        if not _suspect(total, W.dtype) and (total > 0 or not bool(W.any())):
             logs.append(math.log(total) if total > 0 else -math.inf)
             continue
         top = float(xp.abs(W).max())
@@ -163,10 +163,12 @@ def imbalance(net: LayeredNet, p: float) -> float:
         norms = unit_norms(net, p)
     for k, ((fan_in, fan_out), dead) in enumerate(zip(norms, dead_units(net)), start=1):
         both = xp.where(dead, 1, fan_in + fan_out)
-        if _suspect(float(both.min()), both.dtype) or _suspect(float(both.max()), both.dtype):
+        low = float(both.min())          # a live unit's sums are > 0: 0 means they underflowed
+        if low == 0 or _suspect(low, both.dtype) or _suspect(float(both.max()), both.dtype):
             ratio = _unit_imbalance_scaled(net, p, k)      # overflow or underflow: per unit, in logs
         else:
-            ratio = xp.abs(fan_in - fan_out) / both
+            with _quiet(xp):
+                ratio = xp.abs(fan_in - fan_out) / both
         with _quiet(xp):
             ratio = xp.where(dead, 0, ratio)
         if not bool(xp.isfinite(ratio).all()):

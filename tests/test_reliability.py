@@ -241,9 +241,9 @@ def test_array_look_alikes_and_empty_layers_are_refused():
     W = [np.asarray(w) for w in net.weights]
     with pytest.raises(TypeError, match=r"weights\[0\]: numpy.matrix .* np.asarray"):
         gl.LayeredNet([np.matrix(W[0]), W[1]])
-    with pytest.raises(TypeError, match=r"weights\[1\]: masked arrays .* filled"):
+    with pytest.raises(TypeError, match=r"weights\[1\]: masked arrays .*filled"):
         gl.LayeredNet([W[0], np.ma.masked_array(W[1], mask=W[1] > 0)])
-    with pytest.raises(ValueError, match=r"weights\[1\].*zero-width"):
+    with pytest.raises(ValueError, match=r"weights\[0\].*zero-width"):
         gl.LayeredNet([np.ones((0, 4)), np.ones((3, 0))])
     with pytest.raises(TypeError, match="numpy.matrix"):
         net.forward(np.matrix(np.ones((2, 4))))
