@@ -11,10 +11,10 @@ SHELL := bash
 venv: $(VENV)/.installed
 
 # Stamp: reinstall only when the dependency list changes.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e '.[test,book]'
+	$(PY) -m pip install -e '.[test,book,torch]' -c constraints.txt
 	touch $@
 
 test: venv

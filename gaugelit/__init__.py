@@ -6,6 +6,7 @@ Algorithm 1 and faster exact ones, on NumPy or CuPy from one code path.
 from .backend import array_module, asarray, cupy_available, default_backend, to_numpy
 from .data import load_dataset
 from .flows import FlowResult, balance_rate, flow_velocity, integrate_flow
+from .graph import DenseNet, GaugeGraph
 from .gauge import balance_gaps, dead_units, imbalance, pnorm, rescale, sublevel_log_bounds, unit_norms
 from .network import ARCHITECTURES, LayeredNet, he_init
 from .settings import data_dir, scale
@@ -20,7 +21,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ARCHITECTURES", "LayeredNet", "he_init",
     "rescale", "pnorm", "unit_norms", "dead_units", "imbalance", "balance_gaps", "sublevel_log_bounds",
-    "minnorm", "MinNormResult", "METHODS", "ConvergenceWarning",
+    "minnorm", "MinNormResult", "METHODS", "ConvergenceWarning", "GaugeGraph", "DenseNet",
     "train", "TrainingDiverged", "loss_and_grads", "regularizer", "sgd_step", "egd_step", "evaluate",
     "EGD_BIASES", "egd_bias_scale",
     "flow_velocity", "balance_rate", "integrate_flow", "FlowResult",

@@ -322,7 +322,13 @@ def minnorm(net: LayeredNet, p: float = 2.0, *, method: str | None = None, delta
 
     Dead hidden units (all incoming or all outgoing weights zero) keep ``a = 1``; they are listed
     in ``.dead_units`` (one index array per hidden layer) and left out of gamma.
+
+    ``net`` may also be a :class:`~gaugelit.graph.GaugeGraph` or a :class:`~gaugelit.graph.DenseNet`
+    (the paper's general ``W``, eq. 2): see :func:`gaugelit.graph_solvers.minnorm_graph`.
     """
+    if not isinstance(net, LayeredNet):  # any feedforward graph: gaugelit.graph_solvers
+        from .graph_solvers import minnorm_any
+        return minnorm_any(net, p, method=method, delta=delta, gamma_tol=gamma_tol, max_iter=max_iter)
     p = check_p(p)
     method = METHODS[0] if method is None else method
     if method not in METHODS:

@@ -1,0 +1,169 @@
+"""ENorm-style sweeps against the block method on chains, a CNN and a residual network.
+
+For each network, in one run, side by side: the ENorm-style baseline (Stock et al., 2019: one
+balancing sweep per call, iterated to convergence; :func:`gaugelit.graph_solvers.enorm_style`), the
+graph block method (:func:`gaugelit.graph_solvers.minnorm_graph`) and, on chains, the chain block
+method (:func:`gaugelit.minnorm` on a LayeredNet). Each runs until the imbalance gamma < 1e-6 and
+reports sweeps, passes over the weights (matrix-vector products, in units of all the weights) and
+process CPU time (best of ``--repeat``, one BLAS thread). All three reach the same objective
+(checked: relative 1e-6).
+
+    .venv/bin/python bench/graph_bench.py               # full size -> bench/results/<machine>-graph.json
+    .venv/bin/python bench/graph_bench.py --size tiny   # the smoke test's size (tests/test_graph_bench.py)
+
+The CNN and residual rows need torch (``pip install -e '.[torch]'``); without it they say skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import gaugelit as gl                                            # noqa: E402
+from gaugelit.graph import GaugeGraph                            # noqa: E402
+from gaugelit.graph_solvers import enorm_style, minnorm_graph    # noqa: E402
+from suite import machine, machine_slug                          # noqa: E402
+
+GAMMA = 1e-6
+CHAINS = {
+    "full": {"3-layer": [200, 2500, 1250, 10], "5-layer": [200, 2000, 1000, 500, 250, 10],
+             "7-layer": [200, 1000, 750, 750, 500, 500, 250, 10], "50-80-60-40-10": [50, 80, 60, 40, 10]},
+    "tiny": {"tiny-3": [8, 12, 6, 3], "tiny-5": [8, 10, 9, 7, 5, 3]},
+}
+
+
+def torch_models(size):
+    """A CNN (conv-pool-conv-pool-fc-fc) and a residual network (stem, residual blocks of two
+    convolutions on one stream, pooling, fc), He-initialised with seed 0."""
+    import torch
+    import torch.nn as nn
+    torch.manual_seed(0)
+    w = 4 if size == "tiny" else 32
+    n_blocks = 1 if size == "tiny" else 4
+
+    class CNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2 = nn.Conv2d(1, w, 3, padding=1), nn.Conv2d(w, 2 * w, 3, padding=1)
+            self.fc1, self.fc2 = nn.Linear(2 * w * 7 * 7, 4 * w), nn.Linear(4 * w, 10)
+
+        def forward(self, x):
+            x = nn.functional.max_pool2d(torch.relu(self.c1(x)), 2)
+            x = nn.functional.max_pool2d(torch.relu(self.c2(x)), 2)
+            return self.fc2(torch.relu(self.fc1(torch.flatten(x, 1))))
+
+    class ResNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(1, w, 3, padding=1)
+            self.blocks = nn.ModuleList(nn.Sequential(nn.Conv2d(w, w, 3, padding=1), nn.ReLU(),
+                                                      nn.Conv2d(w, w, 3, padding=1)) for _ in range(n_blocks))
+            self.fc = nn.Linear(w, 10)
+
+        def forward(self, x):
+            h = self.stem(x)
+            for b in self.blocks:
+                h = h + b(torch.relu(h))
+            return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(torch.relu(h), 1), 1))
+
+    models = {}
+    for name, m in (("CNN", CNN()), ("residual", ResNet())):
+        for mod in m.modules():
+            if isinstance(mod, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(mod.weight)
+                nn.init.zeros_(mod.bias)
+        models[name] = m
+    return models
+
+
+def timed(fn, repeat):
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t = time.process_time()
+        out = fn()
+        best = min(best, time.process_time() - t)
+    return out, best
+
+
+def row(name, graph, p, repeat, net=None):
+    runs = {"enorm-style": lambda: enorm_style(graph, p, gamma_tol=GAMMA),
+            "block (graph)": lambda: minnorm_graph(graph, p, gamma_tol=GAMMA)}
+    if net is not None:
+        runs["block (chain)"] = lambda: gl.minnorm(net, p, gamma_tol=GAMMA)
+    out = {"network": name, "p": p, "weights": int(sum(b.weight.size for b in graph.blocks)),
+           "groups": sum(g.free for g in graph.groups)}
+    ref = None
+    for method, fn in runs.items():
+        res, t = timed(fn, repeat)
+        assert res.converged and res.gamma[-1] < GAMMA, (name, method)
+        ref = ref or res.objective[-1]
+        assert abs(res.objective[-1] - ref) <= 1e-6 * ref, (name, method, res.objective[-1], ref)
+        out[method] = {"sweeps": res.iterations, "passes": round(float(res.passes), 2), "cpu_s": round(t, 5),
+                       "objective": float(res.objective[-1])}
+    e, b = out["enorm-style"], out["block (graph)"]
+    out["passes ratio"] = round(e["passes"] / b["passes"], 2)
+    out["time ratio"] = round(e["cpu_s"] / b["cpu_s"], 2)
+    return out
+
+
+def markdown(result):
+    lines = ["| network | p | weights | free groups | ENorm-style sweeps | passes | CPU s | block sweeps | passes "
+             "| CPU s | passes ratio | time ratio | chain block: sweeps / passes / CPU s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        if "skipped" in r:
+            lines.append(f"| {r['network']} | | | | skipped: {r['skipped']} |||||||||")
+            continue
+        e, b, c = r["enorm-style"], r["block (graph)"], r.get("block (chain)")
+        chain = f"{c['sweeps']} / {c['passes']} / {c['cpu_s']:.4f}" if c else "-"
+        lines.append(f"| {r['network']} | {r['p']:g} | {r['weights']} | {r['groups']} | {e['sweeps']} | {e['passes']} "
+                     f"| {e['cpu_s']:.4f} | {b['sweeps']} | {b['passes']} | {b['cpu_s']:.4f} | {r['passes ratio']}x "
+                     f"| {r['time ratio']}x | {chain} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", choices=("full", "tiny"), default="full")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    info = machine(np, 1)
+    rows = []
+    with threadpool_limits(1):
+        for p in (2.0, 1.0):
+            for name, sizes in CHAINS[args.size].items():
+                net = gl.he_init(sizes, seed=0, dtype="float64", xp=np)
+                rows.append(row(name, GaugeGraph.from_layered(net), p, args.repeat, net=net))
+        try:
+            from gaugelit.torch import gauge_graph
+            models = torch_models(args.size)
+        except ImportError as e:
+            rows += [{"network": n, "skipped": f"torch not importable ({e})"} for n in ("CNN", "residual")]
+        else:
+            for name, m in models.items():
+                rows.append(row(name, gauge_graph(m.double()), 2.0, args.repeat))
+    info["load_average_after"] = __import__("os").getloadavg()[0]
+    result = {"suite": "gaugelit bench/graph_bench.py", "size": args.size, "gamma_tol": GAMMA, "machine": info,
+              "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+              "command": ".venv/bin/python bench/graph_bench.py" + (" --size tiny" if args.size == "tiny" else ""),
+              "rows": rows}
+    path = args.json or ROOT / "bench" / "results" / f"{machine_slug(info)}-graph.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1))
+    print(markdown(result))
+    print(f"\nwrote {path}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+"""gaugelit.torch: PyTorch models gauge-fixed in place (CPU torch; skipped without torch)."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+import gaugelit as gl                                      # noqa: E402
+from gaugelit.torch import GaugeError, GaugeFix, UnsupportedOp, gauge_graph, minnorm_  # noqa: E402
+
+
+def mlp(dtype=torch.float64, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 10), nn.ReLU(), nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, 3)).to(dtype)
+
+
+class CNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2, self.fc = nn.Conv2d(1, 4, 3), nn.Conv2d(4, 6, 3), nn.Linear(6 * 2 * 2, 5)
+
+    def forward(self, x):
+        x = nn.functional.max_pool2d(torch.relu(self.c1(x)), 2)
+        return self.fc(torch.flatten(torch.relu(self.c2(x)), 1))
+
+
+class Res(nn.Module):
+    """A residual stream (stem, a2, b2 tied) and a sigmoid gate reading it."""
+    def __init__(self):
+        super().__init__()
+        self.stem, self.a1, self.a2 = nn.Linear(5, 8), nn.Linear(8, 12), nn.Linear(12, 8)
+        self.b1, self.b2, self.head, self.gate = nn.Linear(8, 6), nn.Linear(6, 8), nn.Linear(8, 3), nn.Linear(8, 2)
+
+    def forward(self, x):
+        h = torch.relu(self.stem(x))
+        h = h + self.a2(torch.relu(self.a1(h)))
+        h = h + self.b2(torch.relu(self.b1(h)))
+        return self.head(torch.relu(h)), torch.sigmoid(self.gate(h))
+
+
+def _weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("method", ["block", "multiplicative"])
+def test_mlp_equals_layerednet(method):
+    m = mlp()
+    lin = [l for l in m if isinstance(l, nn.Linear)]
+    net = gl.LayeredNet([l.weight.detach().numpy().copy() for l in lin], [l.bias.detach().numpy().copy() for l in lin])
+    r0 = gl.minnorm(net, 2.0, method=method, gamma_tol=1e-10)
+    x = torch.randn(5, 6, dtype=torch.float64)
+    r = minnorm_(m, 2.0, method=method, gamma_tol=1e-10, example_input=x)
+    np.testing.assert_allclose(r.objective[-1], r0.objective[-1], rtol=1e-12)
+    for l, W, b in zip(lin, r0.net.weights, r0.net.biases):
+        np.testing.assert_allclose(l.weight.detach().numpy(), W, rtol=1e-7, atol=1e-12)
+        np.testing.assert_allclose(l.bias.detach().numpy(), b, rtol=1e-7, atol=1e-12)
+    assert r.output_change < 1e-10 and r.net is m
+
+
+def test_cnn_channels_balance_and_function_unchanged():
+    torch.manual_seed(1)
+    m = CNN().double()
+    x = torch.randn(3, 1, 10, 10, dtype=torch.float64)
+    y0 = m(x)
+    r = minnorm_(m, 2.0, gamma_tol=1e-12, example_input=x)
+    torch.testing.assert_close(m(x), y0, rtol=1e-10, atol=1e-12)
+    # per channel, from the weights alone: in-sum over kernels == out-sum over kernels / fc columns
+    sq = lambda t: t.detach() ** 2                               # noqa: E731
+    in1, out1 = sq(m.c1.weight).sum(dim=(1, 2, 3)), sq(m.c2.weight).sum(dim=(0, 2, 3))
+    in2, out2 = sq(m.c2.weight).sum(dim=(1, 2, 3)), sq(m.fc.weight).reshape(5, 6, 4).sum(dim=(0, 2))
+    torch.testing.assert_close(in1, out1, rtol=1e-10, atol=0)
+    torch.testing.assert_close(in2, out2, rtol=1e-10, atol=0)
+    assert r.objective[-1] < r.objective[0]
+
+
+def test_residual_reaches_independent_minimum():
+    """Minimise F over the model's valid rescalings (stream tied; a1, b1 free) with L-BFGS in
+    log-factors, written from the weights alone, and compare."""
+    torch.manual_seed(2)
+    m = Res().double()
+    W = {k: v.detach() ** 2 for k, v in m.named_parameters() if k.endswith("weight")}
+    uS = torch.zeros(8, dtype=torch.float64, requires_grad=True)
+    ua = torch.zeros(12, dtype=torch.float64, requires_grad=True)
+    ub = torch.zeros(6, dtype=torch.float64, requires_grad=True)
+
+    def F():
+        e = lambda rows, cols: torch.exp(2 * (rows[:, None] - cols[None, :]))   # noqa: E731
+        z5, z3, z2 = (torch.zeros(n, dtype=torch.float64) for n in (5, 3, 2))
+        return ((W["stem.weight"] * e(uS, z5)).sum() + (W["a1.weight"] * e(ua, uS)).sum()
+                + (W["a2.weight"] * e(uS, ua)).sum() + (W["b1.weight"] * e(ub, uS)).sum()
+                + (W["b2.weight"] * e(uS, ub)).sum() + (W["head.weight"] * e(z3, uS)).sum()
+                + (W["gate.weight"] * e(z2, uS)).sum())
+
+    opt = torch.optim.LBFGS([uS, ua, ub], lr=1, max_iter=500, tolerance_grad=1e-14, tolerance_change=1e-16,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        f = F()
+        f.backward()
+        return f
+    for _ in range(2):
+        opt.step(closure)
+    best = float(F().detach())
+    x = torch.randn(4, 5, dtype=torch.float64)
+    r = minnorm_(m, 2.0, gamma_tol=1e-11, example_input=x)
+    np.testing.assert_allclose(r.objective[-1], best, rtol=1e-9)
+    assert ("gate", 2, "feeds sigmoid at 'sigmoid'") in r.fixed_units
+    names = [g.name for g in r.graph.groups]
+    assert "tied [stem, a2, b2]" in names
+
+
+def test_units_before_a_sigmoid_keep_factor_one():
+    torch.manual_seed(3)
+    m = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 5), nn.Sigmoid(), nn.Linear(5, 7), nn.ReLU(),
+                      nn.Linear(7, 2)).double()
+    before = _weights(m)
+    x = torch.randn(3, 4, dtype=torch.float64)
+    r = minnorm_(m, 2.0, gamma_tol=1e-10, example_input=x)
+    reasons = {name: reason for name, _, reason in r.fixed_units}
+    assert reasons["2"] == "feeds Sigmoid '3'"
+    # layer 2's outputs keep a = 1: its rows are only divided by layer 0's factors (columns)
+    g = r.graph
+    fixed = [k for k, grp in enumerate(g.groups) if grp.name == "2"][0]
+    np.testing.assert_array_equal(r.factors[fixed], 1.0)
+    # layer 2 writes fixed units: its bias is untouched, its rows only see layer 0's column factors
+    torch.testing.assert_close(m[2].bias, before["2.bias"], rtol=0, atol=0)
+    ratio = m[2].weight.detach() / before["2.weight"]
+    torch.testing.assert_close(ratio, ratio[:1].expand_as(ratio), rtol=1e-12, atol=0)
+    assert not torch.equal(m[0].weight, before["0.weight"])
+
+
+def test_concatenation_and_float32():
+    class Cat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = nn.Linear(4, 5), nn.Linear(4, 3), nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.c(torch.cat([torch.relu(self.a(x)), torch.relu(self.b(x))], dim=1))
+    torch.manual_seed(4)
+    m = Cat()
+    x = torch.randn(6, 4)
+    r = minnorm_(m, 2.0, gamma_tol=1e-5, example_input=x)
+    assert r.factors[0].dtype == np.float32 and r.output_change < 1e-5
+    assert r.gamma[-1] < 1e-5
+
+
+def test_dead_units_keep_factor_one():
+    m = mlp(seed=5)
+    with torch.no_grad():
+        m[0].weight[3] = 0
+        m[0].bias[3] = 0
+    x = torch.randn(4, 6, dtype=torch.float64)
+    r = minnorm_(m, 2.0, gamma_tol=1e-10, example_input=x)
+    g = [k for k, grp in enumerate(r.graph.groups) if grp.name == "0"][0]
+    assert list(r.dead_units[g]) == [3] and r.factors[g][3] == 1.0
+
+
+def test_bad_input_is_a_clear_error():
+    class Pow(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.b(self.a(x) ** 2)
+    with pytest.raises(UnsupportedOp, match=r"node 'pow_1'.*function 'pow'"):
+        gauge_graph(Pow())
+
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.a(x) if x.sum() > 0 else x
+    with pytest.raises(GaugeError, match="torch.fx cannot trace Branchy"):
+        gauge_graph(Branchy())
+    class View(nn.Module):
+        def __init__(self, how):
+            super().__init__()
+            self.c, self.f, self.how = nn.Conv2d(1, 3, 3), nn.Linear(3 * 4 * 4, 2), how
+
+        def forward(self, x):
+            h = torch.relu(self.c(x))
+            if self.how == "size":
+                h = h.view(h.size(0), -1)
+            elif self.how == "shape":
+                h = h.reshape(h.shape[0], -1)
+            else:
+                h = h.view(-1, 3, 16)
+            return self.f(h)
+    x = torch.randn(2, 1, 6, 6, dtype=torch.float64)
+    for how in ("size", "shape"):
+        assert minnorm_(View(how).double(), example_input=x).output_change < 1e-10
+    with pytest.raises(UnsupportedOp, match=r"node 'view'.*\.view\(-1, 3, 16\)"):
+        gauge_graph(View("other"))
+    with pytest.raises(UnsupportedOp, match=r"module '1': GRU"):
+        gauge_graph(nn.Sequential(nn.Linear(3, 4), nn.GRU(4, 4)))
+    m = mlp()
+    with torch.no_grad():
+        m[2].weight[0, 0] = float("inf")
+    with pytest.raises(ValueError, match="2: weights must be finite"):
+        minnorm_(m)
+    shared = nn.Linear(4, 4)
+    with pytest.raises(GaugeError, match="called twice"):
+        gauge_graph(nn.Sequential(shared, nn.ReLU(), shared))
+    with pytest.raises(GaugeError, match="float16"):
+        minnorm_(mlp(torch.float16))
+
+
+def test_changed_function_restores_weights(monkeypatch):
+    import gaugelit.torch as gt
+    m = mlp()
+    before = _weights(m)
+    real = gt._apply
+
+    def corrupt(tm, factors, optimizer=None):
+        real(tm, factors, optimizer)
+        with torch.no_grad():
+            m[2].weight.mul_(2)
+    monkeypatch.setattr(gt, "_apply", corrupt)
+    with pytest.raises(GaugeError, match="weights were restored"):
+        minnorm_(m, example_input=torch.randn(2, 6, dtype=torch.float64))
+    for k, v in m.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("opt_name", ["sgd", "adam"])
+def test_gaugefix_transforms_optimizer_state(opt_name):
+    """Momentum and first moments scale like gradients (1/R), second moments like 1/R^2: the
+    products param * m and param^2 * v are gauge-invariant."""
+    m = mlp(seed=6)
+    opt = (torch.optim.SGD(m.parameters(), lr=1e-2, momentum=0.9) if opt_name == "sgd"
+           else torch.optim.Adam(m.parameters(), lr=1e-3))
+    fix = GaugeFix(m, 2.0, opt, gamma_tol=1e-9)
+    x, y = torch.randn(16, 6, dtype=torch.float64), torch.randn(16, 3, dtype=torch.float64)
+    for _ in range(3):
+        opt.zero_grad()
+        nn.functional.mse_loss(m(x), y).backward()
+        opt.step()
+        keys = ("momentum_buffer",) if opt_name == "sgd" else ("exp_avg", "exp_avg_sq")
+        inv = {(id(p), k): (p.detach().clone(), opt.state[p][k].clone()) for p in m.parameters() for k in keys}
+        out0 = m(x).detach()
+        res = fix()
+        assert res.gamma[-1] < 1e-9
+        torch.testing.assert_close(m(x), out0, rtol=1e-10, atol=1e-12)
+        for p in m.parameters():
+            for k in keys:
+                p0, s0 = inv[(id(p), k)]
+                power = 2 if k == "exp_avg_sq" else 1
+                torch.testing.assert_close(p.detach() ** power * opt.state[p][k], p0 ** power * s0,
+                                           rtol=1e-9, atol=1e-15)
+
+
+def test_readme_torch_example_runs():
+    import re
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = next(c for c in re.findall(r"```python\n(.*?)```", text, re.S) if "gaugelit.torch" in c)
+    ns = {}
+    exec(compile(code, "README.md", "exec"), ns)
+    res = ns["res"]
+    assert res.converged and res.output_change < 1e-10 and res.objective[-1] < res.objective[0]
+    assert {reason for _, _, reason in res.fixed_units} == {"network input", "network output"}
+
+
+def test_batchnorm_fixed_or_folded():
+    from gaugelit.torch import fold_batchnorm_
+
+    class BN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.bn, self.c2 = nn.Conv2d(2, 4, 3, bias=False), nn.BatchNorm2d(4), nn.Conv2d(4, 3, 3)
+            self.fc = nn.Linear(3 * 2 * 2, 2)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(torch.relu(self.c2(torch.relu(self.bn(self.c1(x))))), 1))
+    torch.manual_seed(7)
+    m = BN().double()
+    x = torch.randn(8, 2, 6, 6, dtype=torch.float64)
+    m(x)                                                      # running statistics move away from 0/1
+    m.eval()
+    y0 = m(x)
+    r = minnorm_(m, 2.0, gamma_tol=1e-10, example_input=x)
+    assert ("c1", 4, "feeds BatchNorm2d 'bn'") in r.fixed_units
+    m.train()
+    with pytest.raises(GaugeError, match="training mode"):
+        fold_batchnorm_(m)
+    m.eval()
+    r = minnorm_(m, 2.0, gamma_tol=1e-10, example_input=x, fold_batchnorm=True)
+    assert isinstance(m.bn, nn.Identity) and m.c1.bias is not None
+    assert all(reason != "feeds BatchNorm2d 'bn'" for _, _, reason in r.fixed_units)
+    torch.testing.assert_close(m(x), y0, rtol=1e-10, atol=1e-12)
