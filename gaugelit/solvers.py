@@ -350,39 +350,42 @@ def minnorm(net: LayeredNet, p: float = 2.0, *, method: str | None = None, delta
     u0, log_scale = None, 0.0
     if not healthy:
         del M, st
-        M, u0, log_scale = _prebalanced(net, p)
-        st = _LogScales(M, p, xp, lambda: dead_units(net))
-        if not _healthy(st):
-            k = _unhealthy_layer(st)
-            raise FloatingPointError(
-                f"minnorm: hidden layer {k} has units whose weights are so much smaller than the "
-                f"rest of their layer that |W|^p underflows float64 at p={p:g}; the problem cannot "
-                f"be represented (zero those weights, or use a p closer to 1)")
+        M, u0, log_scale, st = _robust_start(net, p)
     step_fn = _block_step if method == "block" else _multiplicative_step
-    mass0 = st.layer_objectives()
-    objective, gamma = [_scaled(sum(mass0), log_scale, p)], [st.gamma()]
-    converged, it = False, 0
     while True:
-        if gamma_tol is not None and gamma[-1] < gamma_tol:
-            converged = True
+        mass0 = st.layer_objectives()
+        objective, gamma = [_scaled(sum(mass0), log_scale, p)], [st.gamma()]
+        converged, it, failed = False, 0, False
+        while True:
+            if gamma_tol is not None and gamma[-1] < gamma_tol:
+                converged = True
+                break
+            if it >= max_iter:
+                break
+            with _quiet(xp):
+                step = step_fn(st)
+            it += 1
+            objective.append(_scaled(st.objective(), log_scale, p))
+            gamma.append(st.gamma())
+            if not (math.isfinite(objective[-1]) and math.isfinite(step) and math.isfinite(gamma[-1])):
+                failed = True
+                break
+            if gamma_tol is None and step < delta:
+                converged = True
+                break
+        if not failed:
             break
-        if it >= max_iter:
-            break
-        with _quiet(xp):
-            step = step_fn(st)
-        it += 1
-        objective.append(_scaled(st.objective(), log_scale, p))
-        gamma.append(st.gamma())
-        if not (math.isfinite(objective[-1]) and math.isfinite(step) and math.isfinite(gamma[-1])):
-            # name the layer: factors out of the dtype's range raise in _factors
-            u = st.u[1:-1] if u0 is None else [a + b for a, b in zip(u0, st.u[1:-1])]
-            _factors(u, net.dtype, xp, p)
-            k = _unhealthy_layer(st) or 1
-            raise FloatingPointError(f"minnorm: non-finite objective after update {it} (hidden layer {k}); "
-                                     f"the weights' |W|^p may overflow or underflow {M[0].dtype} at p={p}")
-        if gamma_tol is None and step < delta:
-            converged = True
-            break
+        if u0 is None:
+            # |W|^p was fine at the start but the factors grew out of the dtype's range on the way
+            # (layers or units many decades apart): solve again from the prebalanced copy.
+            del M, st
+            M, u0, log_scale, st = _robust_start(net, p)
+            continue
+        # name the layer: factors out of the dtype's range raise in _factors
+        _factors([a + b for a, b in zip(u0, st.u[1:-1])], net.dtype, xp, p)
+        k = _unhealthy_layer(st) or 1
+        raise FloatingPointError(f"minnorm: non-finite objective after update {it} (hidden layer {k}); "
+                                 f"the weights' |W|^p may overflow or underflow {M[0].dtype} at p={p}")
     if not converged:
         rule = f"gamma < {gamma_tol}" if gamma_tol is not None else f"max|a-1| < {delta}"
         warnings.warn(f"minnorm ({method}): {rule} not reached in {max_iter} updates "
@@ -404,6 +407,22 @@ def minnorm(net: LayeredNet, p: float = 2.0, *, method: str | None = None, delta
 
 
 _LOG_MAX64 = math.log(np.finfo(np.float64).max)
+
+
+def _robust_start(net: LayeredNet, p: float):
+    """The solver's state on the prebalanced float64 copy (:func:`_prebalanced`), or an error
+    naming the hidden layer whose weights even that cannot hold."""
+    M, u0, log_scale = _prebalanced(net, p)
+    with _quiet(net.xp):
+        st = _LogScales(M, p, net.xp, lambda: dead_units(net))
+        healthy = _healthy(st)
+    if not healthy:
+        k = _unhealthy_layer(st)
+        raise FloatingPointError(
+            f"minnorm: hidden layer {k} has units whose weights are so much smaller than the "
+            f"rest of their layer that |W|^p underflows float64 at p={p:g}; the problem cannot "
+            f"be represented (zero those weights, or use a p closer to 1)")
+    return M, u0, log_scale, st
 
 
 def _scaled(value: float, log_scale: float, p: float) -> float:
