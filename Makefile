@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-.PHONY: venv test nbtest book bench clean
+.PHONY: venv test nbtest nbcheck book browser lab bench device-prep device-run-cpu clean
 
 venv: $(VENV)/.installed
 
@@ -14,15 +14,43 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e '.[test,book,torch]' -c constraints.txt
+	$(PY) -m pip install -e '.[test,book,torch,browser]' -c constraints.txt
 	touch $@
 
+# Each chapter executes once: the book build executes it (cached in _build/.jupyter_cache),
+# nbcheck checks the executed notebooks as nbval would, the browser test reads the HTML.
 test: venv
 	$(PY) -m pytest -q tests
-	$(MAKE) nbtest
 	$(MAKE) book
+	$(MAKE) nbcheck
+	$(MAKE) browser
 
-# MyST-notebook chapters (those with a jupytext header) -> _nbval/<path>.ipynb -> nbval.
+# Every cell of the notebooks the book build executed ran without error (nbval's lax check,
+# without executing a second time), and no output shows a path of this machine.
+nbcheck: venv
+	GAUGELIT_BOOK_BUILD=_build $(PY) -m pytest -q -p no:cacheprovider tests/built_book/test_executed_notebooks.py
+
+# The built book in headless Chromium (tests/built_book/test_book_browser.py): offline typesetting,
+# figures, console errors, links, equation numbers; screenshots in _build/screenshots/.
+# Skips, saying why, where no Chromium is installed (.ci/run installs Debian's).
+browser: venv
+	GAUGELIT_BOOK_BUILD=_build $(PY) -m pytest -q -rs -p no:cacheprovider tests/built_book/test_book_browser.py
+
+# JupyterLab with jupytext: each book/*.md opens as a notebook (lab/ holds that setting).
+# LAB_ARGS passes options, e.g. make lab LAB_ARGS='--no-browser --port 8899'. Containers often
+# run as root, which Jupyter refuses unless told.
+LAB_ARGS ?=
+lab: $(VENV)/.lab-installed
+	JUPYTER_CONFIG_PATH="$(CURDIR)/lab$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH}" \
+	  $(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/book \
+	  $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_ARGS)
+
+$(VENV)/.lab-installed: $(VENV)/.installed
+	$(PY) -m pip install -e '.[lab]' -c constraints.txt
+	touch $@
+
+# Standalone nbval over fresh executions (make test no longer runs it: nbcheck reads the
+# book build's executions). MyST-notebook chapters -> _nbval/<path>.ipynb -> nbval.
 nbtest: venv
 	rm -rf _nbval
 	@nbs=$$(find book -name '*.md' -exec grep -l '^jupytext:' {} + 2>/dev/null || true); \
@@ -37,8 +65,11 @@ nbtest: venv
 
 # -W -n: warnings and broken references fail the build; a failed cell is only
 # a warning in jupyter-book 1, hence the explicit log check.
+# _ext/preexecute.py first executes the chapters not yet in the build's execution cache, one per
+# core, so that the build itself executes nothing again.
 book: venv
 	mkdir -p _build
+	$(PY) _ext/preexecute.py _build/.jupyter_cache $$(grep -l '^jupytext:' book/*.md)
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going 2>&1 | tee _build/book.log
 	! grep -qE 'Execution Failed|Executing notebook failed' _build/book.log
 	test -f _build/html/index.html
@@ -47,6 +78,15 @@ book: venv
 # without it that row says skipped). Writes bench/results/<machine>.json; tests run it tiny.
 bench: venv
 	$(PY) bench/suite.py
+
+# What bench/device_run.sh carries to a GPU machine without network: wheels its python lacks,
+# MNIST and Fashion-MNIST, and (RESULTS=path/to/results.tar.gz) an earlier call's results to resume.
+device-prep: venv
+	PYTHON=$(PY) bash bench/device_prep.sh $(if $(RESULTS),RESULTS=$(RESULTS))
+
+# The same script in its CPU mode (NumPy, a tiny grid, no wheels); tests/test_device_run.py runs it too.
+device-run-cpu: venv
+	PYTHON=$(PY) bash bench/device_run.sh --cpu
 
 clean:
 	rm -rf _build _nbval

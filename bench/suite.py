@@ -16,8 +16,9 @@ Rows
      ``train(gauge_fix=True)`` runs it) against the same step without.
   4  One SGD step against a straightforward eager PyTorch step (same shapes, dtype, data and
      update: SGD with l2 weight decay, hidden biases frozen); skipped where torch is absent.
-  5  Sweep throughput in model-steps per second: ``gaugelit reproduce`` with one worker process
-     per core against the same runs one after another (MNIST: skipped where it is unavailable).
+  5  Sweep throughput in model-steps per second: ``gaugelit reproduce`` with the grid cell's models
+     batched (``train_many``) and with one worker process per core, each against the same runs
+     one after another (MNIST: skipped where it is unavailable).
 
 Timings alternate baseline and candidate in blocks and keep the best block (the machine may be
 shared); medians are recorded too. The clock is process CPU time on NumPy with one thread (other
@@ -362,11 +363,13 @@ def row_torch(cfg, xp, sync, repeat, threads):
 
 
 def row_sweep(cfg, xp, rounds, jobs):
-    """Row 5: sweep throughput in model-steps per second, ``gaugelit.experiments.reproduce`` with
-    ``jobs`` worker processes (one per core on the CPU) against the same runs one after another in
-    this process. The runs are the paper's grid for one network, data set and norm (seeds x gauge
-    on/off, SGD, MNIST) on a subset for one epoch; data loading and the per-epoch evaluation count,
-    as in a real sweep. Wall-clock time (processes run side by side); the best of ``rounds``."""
+    """Row 5: sweep throughput in model-steps per second of ``gaugelit.experiments.reproduce``:
+    the runs one after another in this process (the baseline), in ``jobs`` worker processes (one
+    per core on the CPU; not measured with ``--jobs 1``), and batched (``batch_models``: the grid
+    cell's models stacked and stepped together by :func:`gaugelit.train_many`, in this process).
+    The runs are the paper's grid for one network, data set and norm (seeds x gauge on/off, SGD,
+    MNIST) on a subset for one epoch; data loading and the per-epoch evaluation count, as in a
+    real sweep. Wall-clock time (processes run side by side); the best of ``rounds``."""
     import shutil
     import tempfile
 
@@ -382,26 +385,30 @@ def row_sweep(cfg, xp, rounds, jobs):
                            epochs=1, n_train=cfg["sweep_examples"], n_test=1000, optimizers=("sgd",))
     jobs = jobs or ex.available_cores()
     steps = len(settings.runs()) * settings.epochs * -(-settings.n_train // settings.batch_size)
-    best = {1: float("inf"), jobs: float("inf")}
+    modes = {"sequential": dict(jobs=1, batch_models=False), "batched": dict(jobs=1, batch_models=True)}
+    if jobs > 1:
+        modes["parallel"] = dict(jobs=jobs, batch_models=False)
+    best = dict.fromkeys(modes, float("inf"))
     for _ in range(rounds):
-        for n in best:                                      # alternate: one after another, then jobs
+        for mode, kwargs in modes.items():                  # alternate the modes in each round
             folder = Path(tempfile.mkdtemp(prefix="gaugelit-bench-sweep-"))
             try:
                 start = time.perf_counter()
-                ex.reproduce(settings, folder, jobs=n, log=None)
-                best[n] = min(best[n], time.perf_counter() - start)
+                ex.reproduce(settings, folder, log=None, **kwargs)
+                best[mode] = min(best[mode], time.perf_counter() - start)
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
-    rate = {n: steps / t for n, t in best.items()}
+    rate = {mode: steps / t for mode, t in best.items()}
     grid_steps = 10 * 30 * 60_000 // 32                     # 5 seeds x gauge on/off, 30 epochs of MNIST
-    return [dict(arch=cfg["sweep_arch"], runs=len(settings.runs()), examples=settings.n_train,
-                 steps_per_run=steps // len(settings.runs()), backend=xp.__name__, jobs=jobs,
-                 sequential_s=best[1], parallel_s=best[jobs],
-                 sequential_model_steps_per_s=rate[1], parallel_model_steps_per_s=rate[jobs],
-                 speedup=rate[jobs] / rate[1],
-                 paper_grid_hours_sequential=grid_steps / rate[1] / 3600,
-                 paper_grid_hours_parallel=grid_steps / rate[jobs] / 3600,
-                 batched="not implemented (a batched-models trainer is for a GPU; none was lent)")]
+    row = dict(arch=cfg["sweep_arch"], runs=len(settings.runs()), examples=settings.n_train,
+               steps_per_run=steps // len(settings.runs()), backend=xp.__name__, jobs=jobs)
+    for mode in modes:
+        row.update({f"{mode}_s": best[mode], f"{mode}_model_steps_per_s": rate[mode],
+                    f"paper_grid_hours_{mode}": grid_steps / rate[mode] / 3600})
+    row["batched_speedup"] = rate["batched"] / rate["sequential"]
+    if "parallel" in modes:
+        row["speedup"] = rate["parallel"] / rate["sequential"]
+    return [row]
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -474,14 +481,21 @@ def markdown(result, args):
                 f"{r['gaugelit_gauge_fixed_ms']:.3f} | {r['speedup_gauge_fixed']:.2f}x |", ""]
     if "5" in rows and not skipped("5", f"Row 5 — sweep throughput (`{command(args, 5)}`)"):
         r = rows["5"][0]
-        out += [f"**Row 5 — sweep throughput: {r['jobs']} worker processes against one after another** "
-                f"(`{command(args, 5)}`; {r['runs']} runs of {r['steps_per_run']} steps, wall-clock time)", "",
-                "| network | backend | one after another (model-steps/s) | in parallel (model-steps/s) "
-                "| speed-up | 10 runs x 56,250 steps (h): one after another / in parallel | batched on the device |",
-                "|---|---|---|---|---|---|---|",
+        parallel = "parallel_s" in r
+        processes = f" and {r['jobs']} worker processes" if parallel else ""
+        out += [f"**Row 5 — sweep throughput: batched models{processes} "
+                f"against one after another** (`{command(args, 5)}`; {r['runs']} runs of {r['steps_per_run']} "
+                "steps, wall-clock time)", "",
+                "| network | backend | one after another (model-steps/s) | batched, train_many (model-steps/s) "
+                "| speed-up | in parallel (model-steps/s) | speed-up "
+                "| 10 runs x 56,250 steps (h): one after another / batched / in parallel |",
+                "|---|---|---|---|---|---|---|---|",
                 f"| {r['arch']} | {r['backend']} | {r['sequential_model_steps_per_s']:.1f} | "
-                f"{r['parallel_model_steps_per_s']:.1f} ({r['jobs']} processes) | {r['speedup']:.2f}x | "
-                f"{r['paper_grid_hours_sequential']:.1f} / {r['paper_grid_hours_parallel']:.1f} | {r['batched']} |", ""]
+                f"{r['batched_model_steps_per_s']:.1f} | {r['batched_speedup']:.2f}x | "
+                + (f"{r['parallel_model_steps_per_s']:.1f} ({r['jobs']} processes) | {r['speedup']:.2f}x | "
+                   if parallel else "not measured (--jobs 1) | — | ")
+                + f"{r['paper_grid_hours_sequential']:.2f} / {r['paper_grid_hours_batched']:.2f} / "
+                + (f"{r['paper_grid_hours_parallel']:.2f} |" if parallel else "— |"), ""]
     return "\n".join(out)
 
 

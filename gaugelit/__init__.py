@@ -3,6 +3,7 @@
 Layered ReLU networks, their rescaling (gauge) symmetry, the minimum-norm solvers of
 Algorithm 1 and faster exact ones, on NumPy or CuPy from one code path.
 """
+from .batched import train_many
 from .backend import array_module, asarray, cupy_available, default_backend, to_numpy
 from .data import load_dataset
 from .flows import FlowResult, balance_rate, flow_velocity, integrate_flow
@@ -22,7 +23,7 @@ __all__ = [
     "ARCHITECTURES", "LayeredNet", "he_init",
     "rescale", "pnorm", "unit_norms", "dead_units", "imbalance", "balance_gaps", "sublevel_log_bounds",
     "minnorm", "MinNormResult", "METHODS", "ConvergenceWarning", "GaugeGraph", "DenseNet",
-    "train", "TrainingDiverged", "loss_and_grads", "regularizer", "sgd_step", "egd_step", "evaluate",
+    "train", "train_many", "TrainingDiverged", "loss_and_grads", "regularizer", "sgd_step", "egd_step", "evaluate",
     "EGD_BIASES", "egd_bias_scale",
     "flow_velocity", "balance_rate", "integrate_flow", "FlowResult",
     "soft_gauge_penalty", "soft_gauge_flow", "gauge_coordinates", "GaugeCoordinates",

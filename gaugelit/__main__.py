@@ -4,6 +4,7 @@
     python -m gaugelit reproduce --scale ci --jobs 0       # the same, one worker process per core
     python -m gaugelit reproduce --scale paper --dry-run   # list the paper's 240 runs
     python -m gaugelit reproduce --scale paper --datasets mnist --seeds 0 1
+    python -m gaugelit reproduce --scale paper --shard 3/12  # the third of twelve shares (a job array)
     python -m gaugelit summary --scale ci
 
 Finished runs are skipped, so rerunning the same command resumes an interrupted sweep.
@@ -50,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="train N runs at once, one worker process each with one BLAS thread "
                           "(0: one per CPU core; default 1: one after another)")
     rep.add_argument("--progress", action="store_true", help="show a progress bar per run (with --jobs 1)")
+    rep.add_argument("--shard", metavar="K/N", default=None,
+                     help="run only the K-th of N interleaved shares of the grid (1 <= K <= N), e.g. "
+                          "one share per task of a SLURM job array; all shares write into one --out")
+    rep.add_argument("--batch-models", action=argparse.BooleanOptionalAction, default=None,
+                     help="train the runs of a grid cell (seeds x gauge fixing) at once, one file per "
+                          "run still (default: on with the CuPy backend, off on the CPU)")
     return parser
 
 
@@ -72,6 +79,8 @@ def reproduce(args) -> int:
     settings = _settings(args)
     out = Path(args.out) if args.out else ex.results_root()
     runs = settings.runs()
+    if args.shard is not None:
+        runs = ex.shard_runs(runs, args.shard, _batch_models(args))
     if args.dry_run:
         folder = out / settings.scale
         finished = 0
@@ -83,8 +92,14 @@ def reproduce(args) -> int:
         print(f"{len(runs)} runs at scale {settings.scale!r} ({settings.epochs} epochs, "
               f"n_train={settings.n_train or 'all'}): {finished} finished, {len(runs) - finished} to run")
         return 0
-    ex.reproduce(settings, out, jobs=args.jobs, same_code=args.same_code, progress=args.progress)
+    ex.reproduce(settings, out, runs=runs, jobs=args.jobs, same_code=args.same_code, progress=args.progress,
+                 batch_models=_batch_models(args))
     return 0
+
+
+def _batch_models(args) -> bool:
+    from .backend import default_backend
+    return default_backend().__name__ == "cupy" if args.batch_models is None else args.batch_models
 
 
 def summary(args) -> int:

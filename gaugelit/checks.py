@@ -45,10 +45,11 @@ def real(value, name: str, *, low: float | None = None, high: float | None = Non
     value = float(value)
     if finite and not math.isfinite(value):
         raise ValueError(f"{name} must be a finite real number, got {value}")
+    kind = "finite and " if finite else ""
     if low is not None and (value < low or (low_open and value == low)):
-        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low:g}, got {value:g}")
+        raise ValueError(f"{name} must be {kind}{'>' if low_open else '>='} {low:g}, got {value:g}")
     if high is not None and (value > high or (high_open and value == high)):
-        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high:g}, got {value:g}")
+        raise ValueError(f"{name} must be {kind}{'<' if high_open else '<='} {high:g}, got {value:g}")
     return value
 
 

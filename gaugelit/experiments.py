@@ -11,7 +11,10 @@ interrupted sweep resumes where it stopped and loses nothing finished.
 Runs execute one after another, or with ``jobs > 1`` in that many worker processes (each with one
 BLAS thread, so on a CPU ``jobs`` = the number of cores keeps every core busy). A run's curves do
 not depend on the process that ran it beyond rounding (BLAS may add in another order with another
-thread count). Batching the runs that share an architecture on a GPU is not implemented.
+thread count). ``batch_models`` trains the runs of a grid cell (one data set, architecture and
+optimizer: seeds x gauge fixing) at once with :func:`gaugelit.train_many`, the GPU's way (on by
+default there); any ``concurrent.futures.Executor`` (dask, submitit for SLURM) can run the runs or
+cells, and ``shard`` splits the grid among the jobs of an array.
 """
 from __future__ import annotations
 
@@ -43,7 +46,8 @@ from .network import ARCHITECTURES, he_init
 from .training import OPTIMIZERS, TrainingDiverged, train
 
 __all__ = ["Settings", "SETTINGS", "Run", "settings_for", "run_settings", "run_one", "reproduce",
-           "is_finished", "write_json_atomic", "load_results", "grid_records", "results_root", "code_fingerprint",
+           "is_finished", "write_json_atomic", "run_cell", "cells", "shard_of", "shard_runs",
+           "load_results", "grid_records", "results_root", "code_fingerprint",
            "device_name", "available_cores", "ResultsNotWritable", "check_writable", "curves", "final_table", "paired_differences", "balancing_share", "plot_learning_curves",
            "METRICS", "FORMAT"]
 
@@ -117,6 +121,7 @@ class Settings:
         real(self.lr_decay, "lr_decay", low=0, low_open=True, high=1)
         float_dtype(self.dtype)
 
+
     def replace(self, **changes) -> "Settings":
         return dataclasses.replace(self, **changes)
 
@@ -165,7 +170,7 @@ def code_fingerprint() -> str:
     """A short hash of the modules a run's numbers depend on; stored in every run file."""
     here = Path(__file__).parent
     digest = hashlib.sha256()
-    for name in ("backend", "network", "gauge", "solvers", "training", "data"):
+    for name in ("backend", "network", "gauge", "solvers", "training", "batched", "data"):
         digest.update((here / f"{name}.py").read_bytes())
     return digest.hexdigest()[:16]
 
@@ -337,18 +342,97 @@ def run_one(run: Run, settings: Settings, out, *, xp=None, progress: bool = Fals
                            progress=progress, X_test=X_test, y_test=y_test, min_norm_loss=True,
                            **({"egd_biases": config["egd_biases"]} if run.optimizer == "egd" else {}))
         record["status"] = "finished"
-        record["history"] = {k: [float(v) for v in history[k]] for k in _HISTORY_KEYS}
+        record["history"] = _history_record(history)
     except TrainingDiverged as err:
         record["status"] = "diverged"
         record["message"] = str(err)
+    _stamp(record, time.perf_counter() - started, xp)
+    write_json_atomic(Path(out) / run.scale / f"{run.run_id}.json", record)
+    return record
+
+
+def _stamp(record, wall_seconds, xp):
+    """What every run file holds beside its curves: wall time, device, version, code, date."""
     from . import __version__
     record.update({
-        "wall_seconds": time.perf_counter() - started, "device": device_name(xp),
+        "wall_seconds": wall_seconds, "device": device_name(xp),
         "gaugelit_version": __version__, "code": code_fingerprint(),
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     })
-    write_json_atomic(Path(out) / run.scale / f"{run.run_id}.json", record)
     return record
+
+
+def _history_record(history):
+    return {k: [float(v) for v in history[k]] for k in _HISTORY_KEYS}
+
+
+def cells(runs: Iterable[Run]) -> list[list[Run]]:
+    """The runs grouped into grid cells: runs of one data set, architecture and optimizer (they
+    differ only in seed and gauge fixing), which :func:`train_many` trains together; grid order."""
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        groups.setdefault((run.dataset, run.architecture, run.optimizer, run.scale), []).append(run)
+    return list(groups.values())
+
+
+def run_cell(runs: list[Run], settings: Settings, out, *, xp=None, progress: bool = False) -> list[dict]:
+    """Train the runs of one grid cell together (:func:`gaugelit.batched.train_many`) and write
+    each run's file atomically, as :func:`run_one` would; return the records in the order of ``runs``.
+
+    The files are those of :func:`run_one` (same settings, curves equal to rounding), so a sweep
+    may mix the two and resumes either way; ``wall_seconds`` is the cell's time divided by its
+    runs, and ``batch`` records the cell's size and time. Nothing is written until all have finished."""
+    from .batched import train_many
+
+    runs = list(runs)
+    if len({(r.dataset, r.architecture, r.optimizer, r.scale) for r in runs}) != 1:
+        raise ValueError("run_cell: the runs must share data set, architecture, optimizer and scale")
+    configs = [run_settings(run, settings) for run in runs]
+    xp = xp or default_backend()
+    started = time.perf_counter()
+    run = runs[0]
+    X, y, X_test, y_test = (asarray(a, xp) for a in _dataset(run.dataset, settings.n_train,
+                                                              settings.n_test, settings.k, settings.dtype))
+    nets = [he_init(c["sizes"], seed=r.seed, dtype=settings.dtype, xp=xp) for c, r in zip(configs, runs)]
+    results = train_many(nets, X, y, gauge_fix=[r.gauge_fix for r in runs], seeds=[r.seed for r in runs],
+                         optimizer=run.optimizer, epochs=settings.epochs, batch_size=settings.batch_size,
+                         lr_decay=settings.lr_decay, delta=settings.delta, progress=progress,
+                         X_test=X_test, y_test=y_test, min_norm_loss=True,
+                         **({"egd_biases": configs[0]["egd_biases"]} if run.optimizer == "egd" else {}))
+    wall = time.perf_counter() - started
+    records = []
+    for r, config, result in zip(runs, configs, results):
+        record = {"format": FORMAT, "run_id": r.run_id, "settings": config}
+        if isinstance(result, TrainingDiverged):
+            record.update(status="diverged", message=str(result))
+        else:
+            record.update(status="finished", history=_history_record(result[1]))
+        _stamp(record, wall / len(runs), xp)
+        record["batch"] = {"models": len(runs), "cell_wall_seconds": wall}
+        records.append(record)
+    for r, record in zip(runs, records):
+        write_json_atomic(Path(out) / r.scale / f"{r.run_id}.json", record)
+    return records
+
+
+def shard_of(items: list, spec) -> list:
+    """The ``K``-th of ``N`` interleaved shares of ``items`` (``spec`` ``"K/N"`` or ``(K, N)``,
+    ``1 <= K <= N``): items ``K-1, K-1+N, ...``, so that every share gets every architecture."""
+    try:
+        k, n = (int(v) for v in (spec.split("/") if isinstance(spec, str) else spec))
+    except (TypeError, ValueError):
+        raise ValueError(f"shard must be 'K/N' with integers 1 <= K <= N, got {spec!r}") from None
+    if not 1 <= k <= n:
+        raise ValueError(f"shard must be 'K/N' with integers 1 <= K <= N, got {spec!r}")
+    return list(items)[k - 1::n]
+
+
+def shard_runs(runs: list[Run], spec, batch_models: bool) -> list[Run]:
+    """The runs of share ``spec`` (``"K/N"``): shares of whole cells with ``batch_models`` (a cell
+    trains at once), else of single runs."""
+    if batch_models:
+        return [run for cell in shard_of(cells(runs), spec) for run in cell]
+    return shard_of(runs, spec)
 
 
 def _check_serialisable(run: Run, config: dict) -> None:
@@ -385,7 +469,8 @@ def _run_in_worker(run: Run, settings: Settings, out: str) -> dict:
 
 def reproduce(settings: Settings, out="results", *, runs: Iterable[Run] | None = None, jobs: int = 1,
               same_code: bool = False, progress: bool = False,
-              log: Callable[[str], None] | None = print) -> dict[str, list[Run]]:
+              log: Callable[[str], None] | None = print, executor=None,
+              batch_models: bool | None = None, shard: str | tuple | None = None) -> dict[str, list[Run]]:
     """Run every run of the grid that has no finished file yet; return ``{"skipped", "ran",
     "diverged"}`` lists. ``same_code`` also reruns files written by other code (see
     :func:`code_fingerprint`); the book does this at CI scale.
@@ -395,14 +480,30 @@ def reproduce(settings: Settings, out="results", *, runs: Iterable[Run] | None =
     interrupted parallel sweep resumes like a sequential one. ``progress`` bars are shown only
     when ``jobs`` is 1 (parallel bars would interleave); finished runs are logged either way.
 
+    ``executor``: any :class:`concurrent.futures.Executor` (a ``ProcessPoolExecutor``, dask's
+    ``Client.get_executor()``, a submitit executor) runs the runs, or the cells, instead of
+    ``jobs``; each task writes its own files where it runs, so ``out`` must be a folder all
+    workers share. ``batch_models``: train each grid cell (:func:`cells`) at once with
+    :func:`gaugelit.train_many`, still one file per run (default: on when the backend is CuPy).
+    ``shard``: ``"K/N"`` keeps the K-th of N interleaved shares of the grid's cells (with
+    ``batch_models``) or runs (:func:`shard_of`), so that N jobs of an array each run one share
+    into the same folder.
+
     Before any training: the folder is checked writable (:class:`ResultsNotWritable` otherwise),
     every run's settings are checked to fit a run file, and temporary files that a killed write
-    left are removed. Worker processes exit when this process dies, even by SIGKILL; one Ctrl-C
-    stops them all (the runs in progress are lost, the finished ones are on disk).
+    left are removed. Worker processes of ``jobs`` exit when this process dies, even by SIGKILL;
+    one Ctrl-C stops them all (the runs in progress are lost, the finished ones are on disk).
     """
     jobs = integer(jobs, "jobs", low=0) or available_cores()
     same_code, progress = switch(same_code, "same_code"), switch(progress, "progress")
+    if batch_models is None:
+        batch_models = default_backend() is not np
+    if batch_models and jobs > 1 and executor is None:
+        raise ValueError("batch_models trains a cell in one process; to run cells in parallel, pass "
+                         "executor= (e.g. a ProcessPoolExecutor) instead of jobs")
     runs = settings.runs() if runs is None else list(runs)
+    if shard is not None:
+        runs = shard_runs(runs, shard, batch_models)
     folder = Path(out) / settings.scale
     for run in runs:
         _check_serialisable(run, run_settings(run, settings))
@@ -427,7 +528,9 @@ def reproduce(settings: Settings, out="results", *, runs: Iterable[Run] | None =
             log(f"[{len(done['ran']) + len(done['diverged'])}/{len(todo)}] {run.label()}: "
                 f"{record['wall_seconds']:.1f} s, {tail}")
 
-    if jobs == 1 or len(todo) < 2:
+    if executor is not None or batch_models:
+        _run_tasks(todo, settings, out, executor, batch_models, progress, finished, log)
+    elif jobs == 1 or len(todo) < 2:
         for run in todo:
             finished(run, run_one(run, settings, out, progress=progress))
     else:
@@ -438,6 +541,70 @@ def reproduce(settings: Settings, out="results", *, runs: Iterable[Run] | None =
         log(f"{len(done['ran'])} runs trained, {len(done['diverged'])} diverged, "
             f"{len(done['skipped'])} already finished in {folder}")
     return done
+
+
+def _cell_in_worker(runs, settings: Settings, out: str) -> list[dict]:
+    """:func:`run_cell` in a worker of an executor (one BLAS thread, as :func:`_run_in_worker`)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return run_cell(runs, settings, out)
+
+
+def _run_tasks(runs, settings, out, executor, batch_models, progress, finished, log):
+    """Train ``runs`` one by one or cell by cell (``batch_models``), here (``executor`` None) or
+    as tasks of ``executor``; call ``finished(run, record)`` as each run ends.
+
+    On an error the tasks not started are cancelled and those running are waited for (their files
+    are written), then the error is raised, naming its runs. The executor is not shut down: it is
+    the caller's. Futures that are not ``concurrent.futures.Future`` (submitit's jobs: ``done()``,
+    ``result()``) are polled, and on an error the others are left to run: each is a batch job
+    that saves its own files."""
+    from concurrent.futures import Future, as_completed, wait
+
+    tasks = cells(runs) if batch_models else [[run] for run in runs]
+    if executor is None:
+        for task in tasks:
+            records = run_cell(task, settings, out, progress=progress)
+            for run, record in zip(task, records):
+                finished(run, record)
+        return
+    for name in sorted({run.dataset for run in runs}):    # download and check the files once, here
+        fetch_dataset(name)
+    futures = {(executor.submit(_cell_in_worker, task, settings, str(out)) if batch_models else
+                executor.submit(_run_in_worker, task[0], settings, str(out))): task for task in tasks}
+    standard = all(isinstance(f, Future) for f in futures)
+    try:
+        for future in (as_completed(futures) if standard else _poll_completed(futures)):
+            task = futures[future]
+            try:
+                result = future.result()
+            except BaseException as err:
+                names = ", ".join(run.label() for run in task)
+                if log:
+                    log(f"{names} failed ({type(err).__name__}: {err}); cancelling the tasks not "
+                        f"started, waiting for those in progress to finish and be saved")
+                err.add_note(f"in the task that ran {names}")
+                raise
+            for run, record in zip(task, result if batch_models else [result]):
+                finished(run, record)
+    finally:
+        if standard:     # the caller's pool: cancel what has not started, wait for what has
+            for future in futures:
+                future.cancel()
+            wait([f for f in futures if not f.cancelled()])
+        # other futures (submitit's jobs) are batch jobs of their own: left to finish and save
+
+
+def _poll_completed(futures, every: float = 1.0):
+    """``as_completed`` for futures that only have ``done()`` and ``result()`` (submitit's jobs)."""
+    pending = list(futures)
+    while pending:
+        done = [f for f in pending if f.done()]
+        if not done:
+            time.sleep(every)
+        pending = [f for f in pending if f not in done]
+        yield from done
 
 
 def _watch_parent(parent: int, interval: float = 0.5) -> None:

@@ -420,6 +420,31 @@ def evaluate(net: LayeredNet, X, y, p: float, weight_decay: float, *, loss: str 
     return result
 
 
+def _check_settings(optimizer, p, lr, weight_decay, epochs, batch_size, lr_decay, egd_biases,
+                    gauge_fix, delta):
+    """Validate :func:`train`'s settings (shared with :func:`gaugelit.batched.train_many`);
+    return ``(p, lr, weight_decay)`` with the optimizer's defaults filled in."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {tuple(OPTIMIZERS)}")
+    defaults = OPTIMIZERS[optimizer]
+    p = defaults["p"] if p is None else check_p(p)
+    if p != defaults["p"]:
+        raise ValueError(f"optimizer={optimizer!r} implements l{defaults['p']:g} weight decay "
+                         f"(eq. {38 if optimizer == 'sgd' else 40}); p must be {defaults['p']:g}, got {p:g}")
+    lr = defaults["lr"] if lr is None else real(lr, "lr", low=0, low_open=True)
+    weight_decay = (defaults["weight_decay"] if weight_decay is None
+                    else real(weight_decay, "weight_decay", low=0))
+    integer(epochs, "epochs", low=0)
+    integer(batch_size, "batch_size", low=1)
+    real(lr_decay, "lr_decay", low=0, low_open=True, high=1)
+    gauge_fix = switch(gauge_fix, "gauge_fix") if not isinstance(gauge_fix, (list, tuple)) else [
+        switch(g, "gauge_fix") for g in gauge_fix]
+    if egd_biases not in EGD_BIASES:
+        raise ValueError(f"egd_biases must be one of {EGD_BIASES}, got {egd_biases!r}")
+    real(delta, "delta (Algorithm 1's tolerance)", low=0, low_open=True)
+    return p, lr, weight_decay
+
+
 def train(net: LayeredNet, X, y, *, optimizer: str = "sgd", p: float | None = None,
           lr: float | None = None, weight_decay: float | None = None, epochs: int = 30,
           batch_size: int = 32, lr_decay: float = 0.95, gauge_fix: bool = False, delta: float = 1e-3,
@@ -449,21 +474,12 @@ def train(net: LayeredNet, X, y, *, optimizer: str = "sgd", p: float | None = No
     ``beta`` from :func:`egd_bias_scale` at the start, so biases that start at zero are learned;
     ``"as-printed"`` applies eq. (41) to them, which leaves zero biases at zero for ever.
     """
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {tuple(OPTIMIZERS)}")
-    defaults = OPTIMIZERS[optimizer]
-    p = defaults["p"] if p is None else check_p(p)
-    if p != defaults["p"]:
-        raise ValueError(f"optimizer={optimizer!r} implements l{defaults['p']:g} weight decay "
-                         f"(eq. {38 if optimizer == 'sgd' else 40}); p must be {defaults['p']:g}, got {p:g}")
-    lr = defaults["lr"] if lr is None else real(lr, "lr", low=0, low_open=True)
-    weight_decay = (defaults["weight_decay"] if weight_decay is None
-                    else real(weight_decay, "weight_decay", low=0))
-    epochs = integer(epochs, "epochs", low=0)
-    batch_size = integer(batch_size, "batch_size", low=1)
+    p, lr, weight_decay = _check_settings(optimizer, p, lr, weight_decay, epochs, batch_size, lr_decay,
+                                          egd_biases, gauge_fix, delta)
+    epochs, batch_size = int(epochs), int(batch_size)
     seed = integer(seed, "seed", low=0)
     lr_decay = real(lr_decay, "lr_decay", low=0, low_open=True, high=1)
-    gauge_fix, progress = switch(gauge_fix, "gauge_fix"), switch(progress, "progress")
+    progress = switch(progress, "progress")
     train_hidden_biases = switch(train_hidden_biases, "train_hidden_biases")
     min_norm_loss = switch(min_norm_loss, "min_norm_loss")
     soft_gauge = real(soft_gauge, "soft_gauge", low=0)

@@ -49,7 +49,8 @@ def test_suite_runs_every_row_and_names_the_machine(tmp_path):
         assert "set GAUGELIT_DATA_DIR" in sweep["skipped"]
     else:
         assert sweep["runs"] == 2 and sweep["jobs"] >= 1 and sweep["steps_per_run"] == 8
-        assert sweep["sequential_model_steps_per_s"] > 0 and sweep["parallel_model_steps_per_s"] > 0
+        assert sweep["sequential_model_steps_per_s"] > 0 and sweep["batched_model_steps_per_s"] > 0
+        assert ("parallel_model_steps_per_s" in sweep) == (sweep["jobs"] > 1)
     assert "Row 1" in stdout and "Row 3" in stdout and md.read_text().strip() in stdout
 
 

@@ -1,6 +1,6 @@
 """pyproject.toml and environment.yml must declare the same packages.
 
-Compared: core + gpu + test + book + torch extras (bench is pip-only on purpose).
+Compared: core + gpu + test + book + torch + browser + lab extras (bench is pip-only on purpose).
 environment.yml is parsed by hand so the test needs no PyYAML.
 """
 
@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-EXTRAS = ("gpu", "test", "book", "torch")
+EXTRAS = ("gpu", "test", "book", "torch", "browser", "lab")
 # conda-forge name -> PyPI name
 CONDA_TO_PYPI = {"cupy": "cupy-cuda12x", "pytorch": "torch"}
 # conda-only plumbing, not project dependencies
