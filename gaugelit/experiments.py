@@ -238,15 +238,17 @@ def check_writable(folder) -> Path:
     return folder
 
 
-def clean_temporary_files(folder) -> list[Path]:
+def clean_temporary_files(folder, older_than: float = 60.0) -> list[Path]:
     """Remove the temporary files that writes killed half-way left in ``folder`` (names
-    ``.<run>.json.<random>.tmp``); returns the paths removed. Not for a folder that another sweep
-    is writing at the same time."""
-    removed = []
+    ``.<run>.json.<random>.tmp``) and that are older than ``older_than`` seconds; returns the
+    paths removed. A write lasts milliseconds, so the age test spares the files that other
+    shards writing into the same folder have in flight."""
+    removed, now = [], time.time()
     for tmp in Path(folder).glob(f".*.json.*{_TMP_SUFFIX}"):
         with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-            removed.append(tmp)
+            if now - tmp.stat().st_mtime > older_than:
+                tmp.unlink()
+                removed.append(tmp)
     return removed
 
 

@@ -406,8 +406,11 @@ def test_incomplete_and_stray_files(tiny, tmp_path):
         assert ex.load_results(folder) == []
     tmp = folder / f".{run.run_id}.json.abc123.tmp"
     tmp.write_text('{"format": 2, "sett')
+    fresh = folder / f".{run.run_id}.json.inflight.tmp"     # another shard's write in progress
+    fresh.write_text("{")
+    os.utime(tmp, (time.time() - 3600, time.time() - 3600))
     done = ex.reproduce(tiny, tmp_path, log=None)
-    assert done["ran"] == [run] and not tmp.exists()
+    assert done["ran"] == [run] and not tmp.exists() and fresh.exists()
     with pytest.warns(RuntimeWarning, match="notes.json"):
         assert [r["run_id"] for r in ex.load_results(folder)] == [run.run_id]
 
