@@ -58,7 +58,7 @@ def _mirrored(subdir: str, files: dict, bases: tuple[str, ...]) -> dict[str, Rem
             for key, (fname, size, md5, sha) in files.items()}
 
 
-# Sizes, MD5 and SHA-256 exactly as in shared/data/SOURCES.md (checked there against the authors'
+# Sizes, MD5 and SHA-256 as stated in DATA.md (checked against the authors'
 # published MD5s and the git blob ids of public copies).
 _MNIST = _mirrored("mnist", {
     "train_images": ("train-images-idx3-ubyte.gz", 9912422, "f68b3c2dcbeaaa9fbdd348bbdeb94873",
@@ -96,7 +96,7 @@ _EMNIST = {"archive": RemoteFile(
     ("sha256:fb9bb67e33772a9cc0b895e4ecf36d2cf35be8b709693c3564cea2a019fcda8e",
      "md5:58c8d27c78d21e728a6bc7b3cc06412e"))}
 
-# CIFAR-10, python version. Size and MD5 are the authors' (SOURCES.md; confirmed by git-annex
+# CIFAR-10, python version. Size and MD5 are the authors' (DATA.md; confirmed by git-annex
 # pointers); the SHA-256 is the one Keras pins for this URL (not verified here: the file could not
 # be obtained on the machines that built gaugelit).
 _CIFAR10 = {"archive": RemoteFile(
@@ -144,7 +144,7 @@ def _spec(name: str) -> DatasetSpec:
 
 def _how_to_provide(remote: RemoteFile, root: Path) -> str:
     return (f"Put the original file at {root / remote.name} (GAUGELIT_DATA_DIR={root}; see "
-            f"shared/data/SOURCES.md), or let gaugelit download it from {remote.urls[0]}.")
+            f"DATA.md in the gaugelit repository), or let gaugelit download it from {remote.urls[0]}.")
 
 
 def verify(path, remote: RemoteFile, root: Path | None = None) -> Path:

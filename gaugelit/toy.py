@@ -29,7 +29,7 @@ from .soft_gauge import from_parameter_vector, parameter_vector, soft_gauge_pena
 from .solvers import minnorm
 from .training import TrainingDiverged, loss_and_grads, sgd_step, train
 
-__all__ = ["target", "TARGET", "ToyData", "toy_regression", "toy_net", "validation_mse", "ToyFit", "fit",
+__all__ = ["target", "TARGET", "ToyData", "toy_regression", "INITS", "toy_net", "validation_mse", "ToyFit", "fit",
            "strength_sweep", "lr_stress_test", "DriftRun", "scale_drift", "invariance_errors", "loss_hessian"]
 
 #: The noiseless target, as text (for captions).
@@ -72,14 +72,32 @@ def toy_regression(n_train: int = 64, noise: float = 0.1, n_val: int = 241, *, s
     return ToyData(col(x), col(y), col(grid), col(target(grid)), float(noise), int(seed))
 
 
-def toy_net(width: int = 32, seed: int = 0, dtype="float64", xp=None) -> LayeredNet:
-    """A 1-``width``-1 ReLU network: He-initialised weights, kinks ``-b_i / w_i`` uniform in ``[-2, 2]``."""
+#: Initialisations of the toy network (see :func:`toy_net`).
+INITS = ("kinks", "he", "balanced")
+
+
+def toy_net(width: int = 32, seed: int = 0, dtype="float64", xp=None, *, init: str = "kinks") -> LayeredNet:
+    """A 1-``width``-1 ReLU network.
+
+    ``init="kinks"`` (the chapter's choice): He-initialised weights and hidden biases that put the
+    kinks ``-b_i / w_i`` uniformly in ``[-2, 2]``, far from balance. ``"he"``: plain :func:`he_init`
+    (zero biases, every kink at 0), still unbalanced (fan-in 1 against fan-out ``width``).
+    ``"balanced"``: the ``"kinks"`` network moved to its orbit's balanced point (same function,
+    every ``Delta_i = 0``).
+    """
     if int(width) != width or width < 1:
         raise ValueError(f"toy_net: width must be a positive integer, got {width}")
+    if init not in INITS:
+        raise ValueError(f"toy_net: init must be one of {INITS}, got {init!r}")
     net = he_init((1, int(width), 1), seed=seed, dtype=dtype, xp=xp)
+    if init == "he":
+        return net
     kinks = np.random.default_rng([seed, 1]).uniform(-2.0, 2.0, int(width))
     w = to_numpy(net.weights[0])[:, 0]
     net.biases[0] = asarray(-w * kinks, net.xp, net.dtype)
+    if init == "balanced":
+        from .soft_gauge import gauge_coordinates
+        net = gauge_coordinates(net).balanced
     return net
 
 
@@ -110,10 +128,11 @@ class ToyFit:
 
 
 def fit(data: ToyData, *, width: int = 32, seed: int = 0, lr: float = 0.05, steps: int = 2000,
-        soft_gauge: float = 0.0, gauge_fix: bool = False) -> ToyFit:
+        soft_gauge: float = 0.0, gauge_fix: bool = False, init: str = "kinks") -> ToyFit:
     """Full-batch gradient descent with :func:`gaugelit.train` (MSE, trainable hidden biases, no
-    weight decay, constant learning rate); a divergence is recorded, not raised."""
-    net = toy_net(width, seed, dtype=data.X_train.dtype.name, xp=array_module(data.X_train))
+    weight decay, constant learning rate) from ``toy_net(width, seed, init=init)``; a divergence is
+    recorded, not raised."""
+    net = toy_net(width, seed, dtype=data.X_train.dtype.name, xp=array_module(data.X_train), init=init)
     n = data.X_train.shape[0]
     start = time.perf_counter()
     with np.errstate(over="ignore", invalid="ignore"):   # a diverging run overflows by design
@@ -194,11 +213,16 @@ def _gap_norm(net, include_bias):
 
 
 def scale_drift(data: ToyData, *, width: int = 32, seed: int = 0, lr: float = 0.05, steps: int = 2000,
-                strength: float = 0.2, delta: float = 1e-3, modes=("none", "soft", "hard")) -> dict:
+                strength: float = 0.2, delta: float = 1e-3, modes=("none", "soft", "hard"),
+                init: str = "kinks", batch_size: int | None = None) -> dict:
     """The same full-batch runs as :func:`fit`, written out step by step to record the gaps and time
     every step: ``"none"`` (plain gradient descent), ``"soft"`` (penalty of the given strength) and
     ``"hard"`` (Algorithm 1, ``minnorm(p=2, method="multiplicative", delta)``, before every step, as
     ``train(gauge_fix=True)`` does). Returns ``{mode: DriftRun}``.
+
+    ``batch_size`` (default: the whole training set) turns the loop into mini-batch SGD: one step
+    per mini-batch, drawn without replacement from a permutation per pass (seeded by ``seed``, the
+    same batches in every mode); ``loss`` and the gaps are still recorded after every step.
     """
     unknown = set(modes) - {"none", "soft", "hard"}
     if unknown:
@@ -206,16 +230,18 @@ def scale_drift(data: ToyData, *, width: int = 32, seed: int = 0, lr: float = 0.
     X, y = data.X_train, data.y_train
     runs = {}
     for mode in modes:
-        net = toy_net(width, seed, dtype=X.dtype.name, xp=array_module(X))
+        net = toy_net(width, seed, dtype=X.dtype.name, xp=array_module(X), init=init)
+        batches = _batches(X.shape[0], batch_size, int(steps), seed)
         g24, g32 = [_gap_norm(net, True)], [_gap_norm(net, False)]
         loss, seconds, iters = [float(((net.forward(X) - y) ** 2).mean())], [], []
-        for _ in range(int(steps)):
+        for batch in batches:
             start = time.perf_counter()
             if mode == "hard":
                 fixed = minnorm(net, 2.0, method="multiplicative", delta=delta)
                 net = fixed.net
                 iters.append(fixed.iterations)
-            _, gw, gb = loss_and_grads(net, X, y, loss="mse")
+            _, gw, gb = loss_and_grads(net, X if batch is None else X[batch], y if batch is None else y[batch],
+                                       loss="mse")
             if mode == "soft":
                 _, sw, sb = soft_gauge_penalty(net, strength)
                 gw = [g + h for g, h in zip(gw, sw)]
@@ -228,6 +254,19 @@ def scale_drift(data: ToyData, *, width: int = 32, seed: int = 0, lr: float = 0.
         runs[mode] = DriftRun(mode, np.array(g24), np.array(g32), np.array(loss), np.array(seconds),
                               np.array(iters, dtype=int), net)
     return runs
+
+
+def _batches(n: int, batch_size, steps: int, seed: int) -> list:
+    """``steps`` index arrays of mini-batches (None for full batches), a fresh permutation per pass."""
+    if batch_size is None or batch_size >= n:
+        return [None] * steps
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"scale_drift: batch_size must be a positive integer, got {batch_size}")
+    rng, out = np.random.default_rng([seed, 2]), []
+    while len(out) < steps:
+        order = rng.permutation(n)
+        out.extend(order[k:k + batch_size] for k in range(0, n - batch_size + 1, batch_size))
+    return out[:steps]
 
 
 def invariance_errors(net: LayeredNet, X, n_transforms: int = 200, *, log_spread: float = 2.0,

@@ -495,6 +495,16 @@ def train(net: LayeredNet, X, y, *, optimizer: str = "sgd", p: float | None = No
         _check_targets(net, X_test, y_test, loss, "train", "X_test", "y_test")
     if soft_gauge:
         from .soft_gauge import _soft_gauge_penalty   # unchecked: no host sync per step
+        # The penalty's gradient is a pure rescaling only as a plain gradient step on every
+        # parameter it touches: EGD's multiplicative step, or frozen non-zero hidden biases (the
+        # bias part of each generator dropped), would change the function at first order.
+        if optimizer != "sgd":
+            raise ValueError(f"soft_gauge: the penalty needs optimizer='sgd'; with optimizer={optimizer!r} "
+                             "its step is not a rescaling of the hidden units")
+        if not train_hidden_biases and any(bool((b != 0).any()) for b in net.biases[:-1]):
+            raise ValueError("soft_gauge: the network has non-zero hidden biases but train_hidden_biases="
+                             "False; the penalty's step rescales them with their unit, so train them "
+                             "(train_hidden_biases=True) or zero them")
     if progress:    # tqdm.auto picks the notebook widget; imported only when a bar is wanted
         from tqdm.auto import tqdm
     else:

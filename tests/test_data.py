@@ -137,6 +137,26 @@ def test_pinned_hashes_are_those_of_sources_md():
             assert remote.size == int(size)
 
 
+def test_data_md_states_exactly_the_pinned_hashes_and_sizes():
+    """DATA.md (the repository's statement of its data sources) lists every file the loader pins,
+    with the same SHA-256, MD5 and size, and nothing else."""
+    text = (Path(__file__).resolve().parents[1] / "DATA.md").read_text()
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        if line.startswith("| `") and len(cells) == 4:
+            rows[cells[0]] = cells[1:]
+    pinned = {remote.name: remote for spec in gd.DATASETS.values() for remote in spec.files.values()}
+    assert set(rows) == set(pinned)
+    for name, (size, sha, md5) in rows.items():
+        remote = pinned[name]
+        assert sorted(remote.hashes) == sorted((f"sha256:{sha}", f"md5:{md5}")), name
+        assert (str(remote.size) if remote.size is not None else "not pinned") == size, name
+    for spec in gd.DATASETS.values():               # and every mirror address
+        for url in next(iter(spec.files.values())).urls:
+            assert f"<{url.rsplit('/', 1)[0]}/>" in text, url
+
+
 def test_hash_mismatch_names_file_expected_hash_and_fix(tmp_path):
     path = write_idx_gz(tmp_path / "mnist" / "train-labels-idx1-ubyte.gz", synthetic_images(4)[1])
     remote = gd.DATASETS["mnist"].files["train_labels"]

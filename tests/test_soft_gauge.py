@@ -272,3 +272,32 @@ def test_train_with_soft_gauge_adds_exactly_the_penalty_gradient():
         np.testing.assert_allclose(W, V - 0.01 * (g + s), rtol=1e-12, atol=1e-14)
     for b, c, g, s in zip(trained.biases, net.biases, gb, sb):
         np.testing.assert_allclose(b, c - 0.01 * (g + s), rtol=1e-12, atol=1e-14)
+
+
+def test_train_with_soft_gauge_refuses_egd():
+    # EGD's multiplicative step of the penalty gradient is not a rescaling: refused, not run
+    net = random_net([2, 4, 3], seed=15)
+    rng = np.random.default_rng(15)
+    X, y = rng.standard_normal((8, 2)), rng.integers(0, 3, 8)
+    with pytest.raises(ValueError, match="soft_gauge.*optimizer='sgd'.*'egd'"):
+        gl.train(net, X, y, optimizer="egd", soft_gauge=0.2, epochs=1, progress=False)
+
+
+def test_train_with_soft_gauge_refuses_frozen_nonzero_hidden_biases():
+    net = random_net([1, 6, 1], seed=16)
+    assert np.abs(net.biases[0]).max() > 0
+    rng = np.random.default_rng(16)
+    X, y = rng.uniform(-2, 2, (16, 1)), rng.standard_normal((16, 1))
+    with pytest.raises(ValueError, match="soft_gauge.*non-zero hidden biases.*train_hidden_biases"):
+        gl.train(net, X, y, loss="mse", lr=0.01, weight_decay=0.0, epochs=1, batch_size=16,
+                 train_hidden_biases=False, soft_gauge=0.2, progress=False)
+    # zero hidden biases may stay frozen: the generators have no bias part, and the step is still
+    # exactly the loss gradient plus the penalty gradient
+    zeroed = gl.LayeredNet(net.weights, [np.zeros(6), net.biases[1]])
+    trained, _ = gl.train(zeroed, X, y, loss="mse", lr=0.01, weight_decay=0.0, epochs=1, batch_size=16,
+                          train_hidden_biases=False, soft_gauge=0.2, progress=False)
+    _, gw, _ = gl.loss_and_grads(zeroed, X, y, loss="mse")
+    _, sw, sb = soft_gauge_penalty(zeroed, 0.2)
+    assert np.abs(sb[0]).max() == 0 and np.abs(trained.biases[0]).max() == 0
+    for W, V, g, s in zip(trained.weights, zeroed.weights, gw, sw):
+        np.testing.assert_allclose(W, V - 0.01 * (g + s), rtol=1e-12, atol=1e-14)

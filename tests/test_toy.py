@@ -151,3 +151,36 @@ def test_loss_hessian_matches_the_exact_one_hidden_layer_formula():
     np.testing.assert_allclose(loss_hessian(net, X, y), H, rtol=1e-6, atol=1e-7)
     with pytest.raises(TypeError, match="float64"):
         loss_hessian(toy_net(4, dtype="float32", xp=np), X.astype("float32"), y.astype("float32"))
+
+
+def test_initialisations():
+    kinks, he, bal = (toy_net(8, seed=3, xp=np, init=i) for i in ("kinks", "he", "balanced"))
+    np.testing.assert_array_equal(kinks.weights[1], he.weights[1])         # the same He draw underneath
+    assert np.abs(he.biases[0]).max() == 0                                  # plain he_init: zero biases
+    X = np.linspace(-3, 3, 41)[:, None]
+    np.testing.assert_allclose(bal.forward(X), kinks.forward(X), rtol=1e-12, atol=1e-14)   # same function
+    assert np.abs(gl.balance_gaps(bal, 2.0)[0]).max() < 1e-12               # ... at its balanced point
+    for net in (kinks, he):                                                 # the other two start unbalanced
+        assert np.median(gl.gauge_coordinates(net).log_scales[0]) > 0.5
+    with pytest.raises(ValueError, match="init must be one of"):
+        toy_net(8, init="orthogonal")
+    run = fit(toy_regression(16, seed=0, xp=np), width=8, seed=3, lr=0.01, steps=3, init="balanced")
+    assert run.loss.shape == (4,)
+
+
+def test_scale_drift_minibatches_are_sgd_steps_on_the_batches(data):
+    # batch_size turns each step into a step on one mini-batch; the same batches in every mode
+    runs = scale_drift(data, width=6, seed=2, lr=0.05, steps=5, strength=0.2, modes=("none", "soft"),
+                       batch_size=8, init="he")
+    net = toy_net(6, seed=2, xp=np, init="he")
+    rng = np.random.default_rng([2, 2])
+    first, second = rng.permutation(32), rng.permutation(32)    # the fifth step starts a new pass
+    for batch in [first[0:8], first[8:16], first[16:24], first[24:32], second[0:8]]:
+        _, gw, gb = gl.loss_and_grads(net, data.X_train[batch], data.y_train[batch], loss="mse")
+        gl.sgd_step(net, gw, gb, 0.05, 0.0, train_hidden_biases=True)
+    for W, V in zip(runs["none"].net.weights + runs["none"].net.biases, net.weights + net.biases):
+        np.testing.assert_allclose(W, V, rtol=1e-12)
+    assert runs["none"].loss.shape == (6,)
+    assert not np.allclose(runs["soft"].net.weights[0], runs["none"].net.weights[0])
+    with pytest.raises(ValueError, match="batch_size"):
+        scale_drift(data, steps=2, batch_size=0)
