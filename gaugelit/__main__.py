@@ -121,12 +121,31 @@ def summary(args) -> int:
     return 0
 
 
+def _one_line(err: BaseException) -> str:
+    """An expected failure as one line: the message, and for an OSError the path and a fix."""
+    if isinstance(err, OSError) and not type(err).__module__.startswith("gaugelit") and err.filename:
+        fixes = {"PermissionError": "make it writable or pass another --out",
+                 "NotADirectoryError": "part of the path is a file; pass another --out",
+                 "FileExistsError": "a file is in the way; move it or pass another --out",
+                 "IsADirectoryError": "a folder is in the way; move it",
+                 "FileNotFoundError": "check the path"}
+        fix = fixes.get(type(err).__name__, "free disk space or pass another --out")
+        return f"{err.filename}: {err.strerror or err}; {fix}"
+    return " ".join(str(err).split()) or type(err).__name__
+
+
 def main(argv=None) -> int:
+    """Run the command line; every expected failure is one line on stderr and exit status 2
+    (130 after Ctrl-C), never a traceback."""
     args = _parser().parse_args(argv)
     try:
         return {"reproduce": reproduce, "summary": summary}[args.command](args)
-    except (ValueError, FileNotFoundError) as err:   # bad settings, missing or corrupt data
-        print(f"gaugelit {args.command}: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"gaugelit {args.command}: interrupted; finished runs are saved, rerun the same "
+              f"command to resume", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as err:   # bad settings or data, permissions, disk, paths
+        print(f"gaugelit {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
 
 

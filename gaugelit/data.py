@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .checks import float_dtype, integer, switch
 from .settings import data_dir
 
 __all__ = ["DATASETS", "RemoteFile", "DatasetSpec", "DataFileMissing", "DataFileCorrupt",
@@ -381,9 +382,10 @@ def top_singular_directions(X, k: int = 200):
     if X.ndim != 2:
         raise ValueError(f"X must be a matrix (n, d), got shape {X.shape}")
     n, d = X.shape
-    if int(k) != k or not 1 <= k <= min(n, d):
+    k = integer(k, "k")
+    if not 1 <= k <= min(n, d):
         raise ValueError(f"k must be an integer in [1, min(n, d)] = [1, {min(n, d)}], got {k}")
-    X, k = X.astype(np.float64, copy=False), int(k)
+    X = X.astype(np.float64, copy=False)
     eigenvalues, vectors = np.linalg.eigh(X.T @ X if d <= n else X @ X.T)   # ascending
     eigenvalues, vectors = eigenvalues[::-1][:k], vectors[:, ::-1][:, :k]
     if eigenvalues[-1] <= 1e-12 * max(eigenvalues[0], 1e-300):
@@ -428,9 +430,7 @@ class Dataset(NamedTuple):
 def _first(n, total, what):
     if n is None:
         return total
-    if int(n) != n or not 1 <= n <= total:
-        raise ValueError(f"{what} must be an integer in [1, {total}], got {n}")
-    return int(n)
+    return integer(n, what, low=1, high=total)
 
 
 def load_dataset(name: str, *, n_train: int | None = None, n_test: int | None = None, k: int = 200,
@@ -444,8 +444,9 @@ def load_dataset(name: str, *, n_train: int | None = None, n_test: int | None = 
     directions are then fitted on that subset, the training set actually used).
     Returns ``Dataset(X_train, y_train, X_test, y_test)``: NumPy ``dtype`` inputs, int64 labels.
     """
-    if np.dtype(dtype).name not in ("float32", "float64"):
-        raise TypeError(f"dtype {dtype} is not supported; use float32 or float64")
+    dtype = float_dtype(dtype)
+    k = integer(k, "k", low=1)
+    download = switch(download, "download")
     train_images, train_labels, test_images, test_labels = load_raw(name, download=download)
     n_train = _first(n_train, len(train_labels), "n_train")
     n_test = _first(n_test, len(test_labels), "n_test")

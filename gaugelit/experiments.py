@@ -24,11 +24,15 @@ import datetime
 import functools
 import hashlib
 import json
+import math
 import multiprocessing
 import os
 import platform
+import signal
 import tempfile
+import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -36,6 +40,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from .backend import asarray, default_backend
+from .checks import float_dtype, integer, real, switch
 from .data import DATASETS, fetch_dataset, load_dataset
 from .network import ARCHITECTURES, he_init
 from .training import OPTIMIZERS, TrainingDiverged, train
@@ -43,7 +48,7 @@ from .training import OPTIMIZERS, TrainingDiverged, train
 __all__ = ["Settings", "SETTINGS", "Run", "settings_for", "run_settings", "run_one", "reproduce",
            "is_finished", "write_json_atomic", "run_cell", "cells", "shard_of", "shard_runs",
            "load_results", "grid_records", "results_root", "code_fingerprint",
-           "device_name", "available_cores", "curves", "final_table", "paired_differences", "balancing_share", "plot_learning_curves",
+           "device_name", "available_cores", "ResultsNotWritable", "check_writable", "curves", "final_table", "paired_differences", "balancing_share", "plot_learning_curves",
            "METRICS", "FORMAT"]
 
 #: Version of the run-file layout (2: ``reg_loss_min_norm`` added; files of another version rerun).
@@ -100,12 +105,22 @@ class Settings:
             if bad or not values:
                 raise ValueError(f"{name}: unknown or empty {bad or list(values)}; "
                                  f"choose from {', '.join(known)}")
-        if not self.seeds or any(int(s) != s or s < 0 for s in self.seeds):
+        if not self.seeds:
             raise ValueError(f"seeds must be non-negative integers, got {self.seeds}")
+        for seed in self.seeds:
+            integer(seed, "seeds", low=0)
         if not self.gauge_fix or any(g not in (False, True) for g in self.gauge_fix):
             raise ValueError(f"gauge_fix must list True and/or False, got {self.gauge_fix}")
-        if int(self.epochs) != self.epochs or self.epochs < 1:
-            raise ValueError(f"epochs must be an integer >= 1, got {self.epochs}")
+        integer(self.epochs, "epochs", low=1)
+        integer(self.batch_size, "batch_size", low=1)
+        integer(self.k, "k", low=1)
+        for name in ("n_train", "n_test"):
+            if getattr(self, name) is not None:
+                integer(getattr(self, name), name, low=1)
+        real(self.delta, "delta", low=0, low_open=True)
+        real(self.lr_decay, "lr_decay", low=0, low_open=True, high=1)
+        float_dtype(self.dtype)
+
 
     def replace(self, **changes) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -177,13 +192,75 @@ def device_name(xp) -> str:
     return f"CPU: {model}, {available_cores()} cores (NumPy {np.__version__})"
 
 
+_TMP_SUFFIX = ".tmp"
+
+
+@functools.lru_cache(maxsize=1)
+def _umask() -> int:
+    """This process's umask (read without changing it where /proc allows)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+class ResultsNotWritable(OSError):
+    """The results folder cannot be created or written; the message names the path and the fix."""
+
+
+def check_writable(folder) -> Path:
+    """Create ``folder`` if needed and prove it writable by writing and removing a probe file, so
+    that a sweep fails before its first run rather than after it; returns the folder."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe.", suffix=_TMP_SUFFIX)
+        try:
+            os.write(fd, b"{}")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except FileExistsError:
+        raise ResultsNotWritable(f"{folder}: a file (not a folder) is in the way; move it or pass "
+                                 f"another --out") from None
+    except NotADirectoryError:
+        raise ResultsNotWritable(f"{folder}: part of this path is a file, not a folder; pass another "
+                                 f"--out") from None
+    except PermissionError:
+        raise ResultsNotWritable(f"{folder}: permission denied; make it writable (chmod u+w) or pass "
+                                 f"another --out") from None
+    except OSError as err:
+        raise ResultsNotWritable(f"{folder}: cannot write there ({err.strerror or err}); free disk "
+                                 f"space or pass another --out") from None
+    return folder
+
+
+def clean_temporary_files(folder, older_than: float = 60.0) -> list[Path]:
+    """Remove the temporary files that writes killed half-way left in ``folder`` (names
+    ``.<run>.json.<random>.tmp``) and that are older than ``older_than`` seconds; returns the
+    paths removed. A write lasts milliseconds, so the age test spares the files that other
+    shards writing into the same folder have in flight."""
+    removed, now = [], time.time()
+    for tmp in Path(folder).glob(f".*.json.*{_TMP_SUFFIX}"):
+        with contextlib.suppress(FileNotFoundError):
+            if now - tmp.stat().st_mtime > older_than:
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
 def write_json_atomic(path, obj) -> Path:
     """Write ``obj`` as JSON to ``path`` so that the file is either absent, the old one, or whole:
     write a temporary file in the same folder, flush it to disk, then rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TMP_SUFFIX)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())   # mkstemp makes 0600; a run file is read like any output
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=1, allow_nan=False)
             f.flush()
@@ -208,13 +285,35 @@ def is_finished(path, settings: dict, *, same_code: bool = False) -> bool:
     made by the same code); an unreadable or partial file, or one in another :data:`FORMAT`,
     counts as not finished."""
     record = _read_record(Path(path))
-    if not isinstance(record, dict) or record.get("status") not in ("finished", "diverged"):
+    if not _complete(record):
         return False
     if record.get("format") != FORMAT:
         return False
     if record.get("settings") != json.loads(json.dumps(settings)):
         return False
     return not same_code or record.get("code") == code_fingerprint()
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _complete(record) -> bool:
+    """Whether a parsed run file holds everything the summaries read: settings, wall time, and
+    either (finished) every curve, one finite value per epoch, or (diverged) the message."""
+    if not isinstance(record, dict) or not isinstance(record.get("settings"), dict):
+        return False
+    if not _is_number(record.get("wall_seconds")):
+        return False
+    if record.get("status") == "diverged":
+        return isinstance(record.get("message"), str)
+    if record.get("status") != "finished":
+        return False
+    history, epochs = record.get("history"), record["settings"].get("epochs")
+    if not isinstance(history, dict) or not isinstance(epochs, int):
+        return False
+    return all(isinstance(history.get(k), list) and len(history[k]) == epochs + 1
+               and all(_is_number(v) for v in history[k]) for k in _HISTORY_KEYS)
 
 
 @functools.lru_cache(maxsize=2)
@@ -232,6 +331,7 @@ def run_one(run: Run, settings: Settings, out, *, xp=None, progress: bool = Fals
     whose loss becomes non-finite is recorded with ``status: "diverged"`` and its message.
     """
     config = run_settings(run, settings)
+    _check_serialisable(run, config)
     xp = xp or default_backend()
     started = time.perf_counter()
     X, y, X_test, y_test = (asarray(a, xp) for a in _dataset(run.dataset, settings.n_train,
@@ -338,6 +438,24 @@ def shard_runs(runs: list[Run], spec, batch_models: bool) -> list[Run]:
     return shard_of(runs, spec)
 
 
+def _check_serialisable(run: Run, config: dict) -> None:
+    """Refuse, before training, settings that the run file could not hold (a NumPy scalar, NaN)."""
+    try:
+        json.dumps({"run_id": run.run_id, "settings": config}, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        bad = [k for k, v in config.items() if not _json_ok(v)]
+        raise ValueError(f"{run.label()}: its settings cannot be written to a run file "
+                         f"({', '.join(bad) or err}: {err}); pass plain numbers and strings") from None
+
+
+def _json_ok(value) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
 def available_cores() -> int:
     """The CPU cores this process may run on (its affinity mask, not the machine's total)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -373,10 +491,14 @@ def reproduce(settings: Settings, out="results", *, runs: Iterable[Run] | None =
     ``shard``: ``"K/N"`` keeps the K-th of N interleaved shares of the grid's cells (with
     ``batch_models``) or runs (:func:`shard_of`), so that N jobs of an array each run one share
     into the same folder.
+
+    Before any training: the folder is checked writable (:class:`ResultsNotWritable` otherwise),
+    every run's settings are checked to fit a run file, and temporary files that a killed write
+    left are removed. Worker processes of ``jobs`` exit when this process dies, even by SIGKILL;
+    one Ctrl-C stops them all (the runs in progress are lost, the finished ones are on disk).
     """
-    if int(jobs) != jobs or jobs < 0:
-        raise ValueError(f"jobs must be an integer >= 0 (0: one per core), got {jobs}")
-    jobs = int(jobs) or available_cores()
+    jobs = integer(jobs, "jobs", low=0) or available_cores()
+    same_code, progress = switch(same_code, "same_code"), switch(progress, "progress")
     if batch_models is None:
         batch_models = default_backend() is not np
     if batch_models and jobs > 1 and executor is None:
@@ -386,6 +508,12 @@ def reproduce(settings: Settings, out="results", *, runs: Iterable[Run] | None =
     if shard is not None:
         runs = shard_runs(runs, shard, batch_models)
     folder = Path(out) / settings.scale
+    for run in runs:
+        _check_serialisable(run, run_settings(run, settings))
+    check_writable(folder)
+    for tmp in clean_temporary_files(folder):
+        if log:
+            log(f"removed {tmp.name}, left by an interrupted write")
     done = {"skipped": [], "ran": [], "diverged": []}
     todo = []
     for run in runs:
@@ -409,6 +537,8 @@ def reproduce(settings: Settings, out="results", *, runs: Iterable[Run] | None =
         for run in todo:
             finished(run, run_one(run, settings, out, progress=progress))
     else:
+        for name in sorted({run.dataset for run in todo}):   # download and check the files once,
+            fetch_dataset(name)                               # here, not in every worker at once
         _run_in_processes(todo, settings, out, min(jobs, len(todo)), finished, log)
     if log:
         log(f"{len(done['ran'])} runs trained, {len(done['diverged'])} diverged, "
@@ -480,24 +610,58 @@ def _poll_completed(futures, every: float = 1.0):
         yield from done
 
 
-def _run_in_processes(runs, settings, out, jobs, finished, log):
+def _watch_parent(parent: int, interval: float = 0.5) -> None:
+    """Worker initializer: exit as soon as ``parent`` is no longer this process's parent (it died,
+    perhaps by SIGKILL from the out-of-memory killer, which no handler sees), so that no worker
+    outlives its sweep holding a core or a GPU. A daemon thread polls ``os.getppid()``; Ctrl-C is
+    left to the parent, which stops the workers itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=watch, name="gaugelit-parent-watch", daemon=True).start()
+
+
+def _worker_pool(jobs: int):
+    """A pool of ``jobs`` spawned worker processes that exit with their parent."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: a forked child inherits BLAS thread pools and CUDA state it cannot use.
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_watch_parent, initargs=(os.getpid(),))
+
+
+def _stop_workers(pool) -> None:
+    """Terminate the pool's workers now (the runs in progress are lost; no file is half-written)."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        with contextlib.suppress(Exception):
+            process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _run_in_processes(runs, settings, out, jobs, finished, log, task=None):
     """Train ``runs`` in ``jobs`` worker processes; call ``finished(run, record)`` as each ends.
 
     On an error the runs not yet started are cancelled and those in progress are waited for (their
-    files are written), then the error is raised, naming its run."""
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    files are written), then the error is raised, naming its run. On Ctrl-C (KeyboardInterrupt)
+    the workers are terminated at once, so one Ctrl-C is enough. ``task`` replaces
+    :func:`_run_in_worker` (tests)."""
+    from concurrent.futures import as_completed
 
-    for name in sorted({run.dataset for run in runs}):    # download and check the files once, here,
-        fetch_dataset(name)                                # not in every worker at the same time
-    # spawn, not fork: a forked child inherits BLAS thread pools and CUDA state it cannot use.
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+    task = task or _run_in_worker
+    pool = _worker_pool(jobs)
     try:
-        futures = {pool.submit(_run_in_worker, run, settings, str(out)): run for run in runs}
+        futures = {pool.submit(task, run, settings, str(out)): run for run in runs}
         for future in as_completed(futures):
             run = futures[future]
             try:
                 record = future.result()
-            except BaseException as err:
+            except Exception as err:
                 running = sum(f.running() for f in futures)
                 if log:
                     log(f"{run.label()} failed ({type(err).__name__}: {err}); cancelling the runs not "
@@ -505,6 +669,11 @@ def _run_in_processes(runs, settings, out, jobs, finished, log):
                 err.add_note(f"in the worker process that ran {run.label()}")
                 raise
             finished(run, record)
+    except KeyboardInterrupt:
+        if log:
+            log("interrupted: stopping the workers; finished runs are saved, rerun to resume")
+        _stop_workers(pool)
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -531,12 +700,15 @@ def results_root() -> Path:
 
 def load_results(folder, *, status: str = "finished") -> list[dict]:
     """The run records in ``folder`` (``*.json``; temporary files are ignored), sorted by run id;
-    only those with ``status`` (``None`` for all)."""
+    only those with ``status`` (``None`` for all). A file that is not a complete run record (a
+    stray JSON file, a run file without its curves) is skipped with a ``RuntimeWarning``."""
     records = []
     for path in sorted(Path(folder).glob("*.json")):
         record = _read_record(path)
-        if not isinstance(record, dict) or "settings" not in record:
-            raise ValueError(f"{path}: not a gaugelit run file")
+        if not _complete(record):
+            warnings.warn(f"{path}: not a complete gaugelit run file; skipped (rerun the sweep to "
+                          f"redo an unfinished run)", RuntimeWarning, stacklevel=2)
+            continue
         if status is None or record.get("status") == status:
             records.append(record)
     return records

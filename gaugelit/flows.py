@@ -19,6 +19,7 @@ import numpy as np
 
 from .backend import to_numpy
 from .gauge import balance_gaps, imbalance, pnorm
+from .checks import integer, real, switch
 from .network import LayeredNet, check_p
 from .training import loss_and_grads
 
@@ -38,13 +39,7 @@ def relu_pattern(net: LayeredNet, X):
 
 
 def _check_rate(name, value):
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number, got {value!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be finite and >= 0, got {value}")
-    return value
+    return real(value, name, low=0)
 
 
 def _modulation(theta, p, xp, name):
@@ -65,6 +60,7 @@ def flow_velocity(net: LayeredNet, X, y, p: float, *, weight_decay: float = 0.0,
     """
     p = check_p(p)
     weight_decay = _check_rate("weight_decay", weight_decay)
+    train_hidden_biases = switch(train_hidden_biases, "train_hidden_biases")
     xp = net.xp
     _, gw, gb = loss_and_grads(net, X, y, loss)
     vW = []
@@ -147,13 +143,10 @@ def integrate_flow(net: LayeredNet, X, y, p: float, t_end: float, *, dt: float =
     """
     p = check_p(p)
     weight_decay = _check_rate("weight_decay", weight_decay)
-    t_end, dt = float(t_end), float(dt)
-    if not (math.isfinite(t_end) and t_end >= 0):
-        raise ValueError(f"t_end must be finite and >= 0, got {t_end}")
-    if not (math.isfinite(dt) and dt > 0):
-        raise ValueError(f"dt must be finite and > 0, got {dt}")
-    if int(record_every) != record_every or record_every < 1:
-        raise ValueError(f"record_every must be an integer >= 1, got {record_every}")
+    t_end = real(t_end, "t_end", low=0)
+    dt = real(dt, "dt", low=0, low_open=True)
+    record_every = integer(record_every, "record_every", low=1)
+    train_hidden_biases = switch(train_hidden_biases, "train_hidden_biases")
     n_steps = max(1, math.ceil(t_end / dt - 1e-9)) if t_end > 0 else 0
 
     def velocity(n):

@@ -2,6 +2,7 @@
 and the bounds of Lemma 2.4 on the rescalings that do not raise the norm (eqs. 17-19)."""
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext as _nullcontext
 from typing import Sequence
 
@@ -70,10 +71,65 @@ def _abs_pow(W, p: float, xp, out=None):
     return xp.power(xp.abs(W, out=out), p, out=out)
 
 
+def _quiet(xp):
+    """Silence NumPy's overflow/underflow warnings where the caller checks the result itself."""
+    return np.errstate(over="ignore", under="ignore", invalid="ignore") if xp is np else _nullcontext()
+
+
+def _suspect(total: float, dtype) -> bool:
+    """Whether a sum of ``|W|^p`` in ``dtype`` may have overflowed or lost digits to underflow."""
+    info = np.finfo(dtype)
+    return not (math.isfinite(total) and (total == 0 or total >= float(info.tiny) / float(info.eps)))
+
+
+def _log_pnorm_terms(weights, p: float, xp) -> list[float]:
+    """Per matrix, ``log sum_ij |W_ij|^p`` (``-inf`` for a zero matrix), right at any scale.
+
+    The direct sum is kept where it is safely inside the dtype's range (the common case: one
+    pass); otherwise the matrix is divided by its largest magnitude first, so the sum lies in
+    ``[1, size]`` and the scale is carried as ``p log max|W|`` (log-sum-exp style)."""
+    logs = []
+    for W in weights:
+        with _quiet(xp):                                   # overflow is detected below, not warned
+            total = float(_abs_pow(W, p, xp).sum())
+        if not _suspect(total, W.dtype) and (total > 0 or not bool(W.any())):
+            logs.append(math.log(total) if total > 0 else -math.inf)
+            continue
+        top = float(xp.abs(W).max())
+        if top == 0:
+            logs.append(-math.inf)
+            continue
+        scaled = float(_abs_pow(W.astype(np.float64) / top, p, xp).sum())
+        logs.append(p * math.log(top) + math.log(scaled))
+    return logs
+
+
+def _exp_total(logs: list[float], what: str) -> float:
+    """``sum_l exp(logs[l])`` as a float, or an error naming the layer that makes it unrepresentable."""
+    if any(math.isnan(v) for v in logs):
+        raise FloatingPointError(f"{what}: weights[{[math.isnan(v) for v in logs].index(True)}] "
+                                 f"has non-finite entries")
+    top = max(logs)
+    if top == -math.inf:
+        return 0.0
+    log_total = top + math.log(sum(math.exp(v - top) for v in logs))
+    worst = logs.index(top)
+    if log_total > math.log(np.finfo(np.float64).max):
+        raise FloatingPointError(f"{what} = exp({log_total:.6g}) overflows float64 (weights[{worst}] "
+                                 f"alone gives exp({top:.6g})); use a smaller p or smaller weights")
+    if log_total < math.log(np.finfo(np.float64).tiny):
+        raise FloatingPointError(f"{what} = exp({log_total:.6g}) underflows float64 (the largest term, "
+                                 f"weights[{worst}], gives exp({top:.6g})); use a smaller p or larger weights")
+    return math.exp(log_total)
+
+
 def pnorm(net: LayeredNet, p: float) -> float:
-    """``sum_ij |W_ij|^p`` over all weights, biases excluded (the p-th power of eq. 7)."""
+    """``sum_ij |W_ij|^p`` over all weights, biases excluded (the p-th power of eq. 7).
+
+    Right wherever the sum is a finite float64 (large or small weights, large ``p``); a sum
+    outside float64's range raises ``FloatingPointError`` naming the layer, never inf or 0."""
     p = check_p(p)
-    return float(sum(float(_abs_pow(W, p, net.xp).sum()) for W in net.weights))
+    return _exp_total(_log_pnorm_terms(net.weights, p, net.xp), f"sum |W|^p at p={p:g}")
 
 
 def unit_norms(net: LayeredNet, p: float):
@@ -101,11 +157,46 @@ def imbalance(net: LayeredNet, p: float) -> float:
     Eq. (20) as printed has no absolute value; with it, gamma = 0 exactly at balance (eq. 9)
     and gamma measures the worst unit whichever side is heavier.
     """
-    gamma = 0.0
-    for (fan_in, fan_out), dead in zip(unit_norms(net, p), dead_units(net)):
-        ratio = net.xp.abs(fan_in - fan_out) / net.xp.where(dead, 1, fan_in + fan_out)
-        gamma = max(gamma, float(net.xp.where(dead, 0, ratio).max()))
+    p = check_p(p)
+    xp, gamma = net.xp, 0.0
+    with _quiet(xp):                                       # overflow is detected below, not warned
+        norms = unit_norms(net, p)
+    for k, ((fan_in, fan_out), dead) in enumerate(zip(norms, dead_units(net)), start=1):
+        both = xp.where(dead, 1, fan_in + fan_out)
+        low = float(both.min())          # a live unit's sums are > 0: 0 means they underflowed
+        if low == 0 or _suspect(low, both.dtype) or _suspect(float(both.max()), both.dtype):
+            ratio = _unit_imbalance_scaled(net, p, k)      # overflow or underflow: per unit, in logs
+        else:
+            with _quiet(xp):
+                ratio = xp.abs(fan_in - fan_out) / both
+        with _quiet(xp):
+            ratio = xp.where(dead, 0, ratio)
+        if not bool(xp.isfinite(ratio).all()):
+            raise FloatingPointError(f"imbalance: hidden layer {k} has units whose p-norm sums are "
+                                     f"not representable at p={p:g}")
+        gamma = max(gamma, float(ratio.max()))
     return gamma
+
+
+def _row_log_sums(W, p, xp):
+    """``log sum_j |W_ij|^p`` per row, each row scaled by its own largest magnitude first
+    (``-inf`` for a zero row)."""
+    A = xp.abs(W.astype(np.float64))
+    top = A.max(axis=1)
+    safe = xp.where(top > 0, top, 1)
+    with np.errstate(divide="ignore") if xp is np else _nullcontext():
+        return xp.where(top > 0, p * xp.log(safe) + xp.log(_abs_pow(A / safe[:, None], p, xp).sum(axis=1)),
+                        -xp.inf)
+
+
+def _unit_imbalance_scaled(net, p, k):
+    """``|in - out| / (in + out) = |tanh((log in - log out) / 2)|`` for the units of hidden layer k,
+    with each unit's sums taken in logs, so no magnitude a float can hold overflows or underflows."""
+    xp = net.xp
+    log_in = _row_log_sums(net.weights[k - 1], p, xp)
+    log_out = _row_log_sums(net.weights[k].T, p, xp)
+    with np.errstate(invalid="ignore") if xp is np else _nullcontext():
+        return xp.abs(xp.tanh((log_in - log_out) / 2))
 
 
 def balance_gaps(net: LayeredNet, p: float, include_bias: bool = True):

@@ -11,8 +11,9 @@ from typing import Sequence
 import numpy as np
 
 from .backend import array_module, asarray, default_backend
+from .checks import float_dtype, integer, plain_array, real
 
-__all__ = ["LayeredNet", "he_init", "ARCHITECTURES", "check_p"]
+__all__ = ["LayeredNet", "he_init", "ARCHITECTURES", "check_p", "check_inputs"]
 
 #: The paper's three networks (sections 2.4 and 4.1), 200 inputs and 10 outputs, 3750 hidden units
 #: each; "n-layer" counts weight matrices. The 7-layer widths are the published ones (Saul, TMLR
@@ -28,10 +29,7 @@ _FLOAT_KINDS = ("float32", "float64")
 
 def check_p(p) -> float:
     """Validate the norm exponent: a finite real number ``p > 0``."""
-    try:
-        p = float(p)
-    except (TypeError, ValueError):
-        raise TypeError(f"p must be a real number, got {p!r}") from None
+    p = real(p, "p", finite=False)
     if not math.isfinite(p) or p <= 0:
         raise ValueError(f"p must be finite and > 0, got {p}")
     return p
@@ -40,6 +38,7 @@ def check_p(p) -> float:
 def _check_array(a, name: str, xp, ndim: int):
     if not hasattr(a, "shape") or not hasattr(a, "dtype"):
         raise TypeError(f"{name}: expected an array, got {type(a).__name__}")
+    plain_array(a, name)
     if a.dtype.name not in _FLOAT_KINDS:
         raise TypeError(f"{name}: dtype {a.dtype.name} is not supported; use float32 or float64")
     if a.ndim != ndim:
@@ -47,6 +46,24 @@ def _check_array(a, name: str, xp, ndim: int):
     if not bool(xp.isfinite(a).all()):
         bad = int((~xp.isfinite(a)).sum())
         raise ValueError(f"{name}: {bad} non-finite entries (NaN or inf)")
+
+
+def check_inputs(net, X, where: str):
+    """Inputs ``X`` for ``net``: a plain 2-D array on its backend, ``(n >= 1, n_0)``, every entry
+    finite (NaN or inf would flow through the ReLUs into every output)."""
+    if not hasattr(X, "shape") or not hasattr(X, "dtype"):
+        raise TypeError(f"{where}: expected an array, got {type(X).__name__}")
+    plain_array(X, where)
+    array_module(X, net.weights[0], where=f"{where} and the network")
+    if X.ndim != 2 or X.shape[1] != net.sizes[0]:
+        raise ValueError(f"{where} must have shape (batch, {net.sizes[0]}), got {tuple(X.shape)}")
+    if X.shape[0] == 0:
+        raise ValueError(f"{where} is empty (0 examples)")
+    if X.dtype.kind not in "fiub":
+        raise TypeError(f"{where}: dtype {X.dtype} is not a real dtype")
+    if X.dtype.kind == "f" and not bool(net.xp.isfinite(X).all()):
+        bad = int((~net.xp.isfinite(X)).sum())
+        raise ValueError(f"{where} has {bad} non-finite entries (NaN or inf)")
 
 
 class LayeredNet:
@@ -79,6 +96,9 @@ class LayeredNet:
             dtype = dtype or W.dtype
             if W.dtype != dtype:
                 raise TypeError(f"weights[{l}]: dtype {W.dtype} differs from weights[0]'s {dtype}")
+            if 0 in W.shape:
+                raise ValueError(f"weights[{l}]: shape {tuple(W.shape)} has a zero-width layer; every "
+                                 f"layer needs at least one unit (drop the empty layer instead)")
             if l and W.shape[1] != weights[l - 1].shape[0]:
                 raise ValueError(f"weights[{l}]: shape {tuple(W.shape)} does not chain: layer {l} has "
                                  f"{weights[l - 1].shape[0]} units (rows of weights[{l - 1}]), "
@@ -116,9 +136,7 @@ class LayeredNet:
 
     def forward(self, X):
         """Outputs for inputs ``X`` of shape ``(batch, n_0)``: ReLU hidden layers, linear output."""
-        array_module(X, self.weights[0], where="forward: X and the network")
-        if X.ndim != 2 or X.shape[1] != self.sizes[0]:
-            raise ValueError(f"forward: X must have shape (batch, {self.sizes[0]}), got {tuple(X.shape)}")
+        check_inputs(self, X, "forward: X")
         h = X.astype(self.dtype, copy=False)
         for l, (W, b) in enumerate(zip(self.weights, self.biases)):
             h = h @ W.T + b
@@ -148,11 +166,11 @@ def he_init(sizes: Sequence[int], seed: int = 0, dtype="float32", xp=None) -> La
     (``xp``, default :func:`~gaugelit.backend.default_backend`), so a seed gives the same
     network on the CPU and the GPU.
     """
-    sizes = [int(n) for n in sizes]
-    if len(sizes) < 3 or min(sizes) < 1:
+    sizes = [integer(n, f"sizes[{i}]", low=1) for i, n in enumerate(sizes)]
+    if len(sizes) < 3:
         raise ValueError(f"sizes must list at least three positive layer widths, got {sizes}")
-    if np.dtype(dtype).name not in _FLOAT_KINDS:
-        raise TypeError(f"dtype {dtype} is not supported; use float32 or float64")
+    dtype = float_dtype(dtype)
+    seed = integer(seed, "seed", low=0)
     xp = xp or default_backend()
     rng = np.random.default_rng(seed)
     weights = [asarray(rng.standard_normal((m, n)) * math.sqrt(2.0 / n), xp, dtype)

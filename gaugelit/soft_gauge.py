@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from contextlib import nullcontext as _nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,6 +119,24 @@ def soft_gauge_penalty(net: LayeredNet, strength):
     if not isinstance(net, LayeredNet):
         raise TypeError(f"soft_gauge_penalty: expected a LayeredNet, got {type(net).__name__}")
     mu = _check_strength(strength)
+    xp = net.xp
+    with np.errstate(over="ignore", invalid="ignore") if xp is np else _nullcontext():
+        value, gw, gb = _soft_gauge_penalty(net, mu)
+    # One check of everything returned (a host sync; the training loop calls the unchecked form).
+    checks = xp.stack([xp.isfinite(value).all()] + [xp.isfinite(g).all() for g in gw]
+                      + [xp.isfinite(g).all() for g in gb])
+    if not bool(checks.all()):
+        ok = [bool(c) for c in checks]
+        where = ("the value" if not ok[0] else
+                 f"the gradient of weights[{ok[1:1 + len(gw)].index(False)}]" if False in ok[1:1 + len(gw)]
+                 else f"the gradient of biases[{ok[1 + len(gw):].index(False)}]")
+        raise FloatingPointError(f"soft_gauge_penalty: {where} overflows {net.dtype} (the balance gaps "
+                                 f"Delta_i are squared); the weights are too large for this strength")
+    return value, gw, gb
+
+
+def _soft_gauge_penalty(net: LayeredNet, mu: float):
+    """:func:`soft_gauge_penalty` without the checks, for the training loop (no host sync)."""
     gaps = balance_gaps(net, 2.0, include_bias=True)
     value = 0.25 * mu * sum((g * g).sum() for g in gaps)
     gw, gb = generator_combination(net, [mu * g for g in gaps])

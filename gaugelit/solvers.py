@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .backend import array_module
-from .gauge import _abs_pow, _rescale_trusted, dead_units
+from .checks import integer, real
+from .gauge import _abs_pow, _quiet, _rescale_trusted, dead_units
 from .network import LayeredNet, check_p
 
 __all__ = ["minnorm", "MinNormResult", "ConvergenceWarning", "METHODS", "layer_shift"]
@@ -157,12 +158,16 @@ class _LogScales:
         return b if self.bwd_dead[k] is None else b + self.bwd_dead[k]
 
     def objective(self) -> float:
-        total = 0.0
+        return sum(self.layer_objectives())
+
+    def layer_objectives(self) -> list[float]:
+        """``sum_ij M_ij exp(p (u_i - u_j))`` of each matrix at the current ``u``."""
+        out = []
         for l in range(self.L):
             row = self.u[l + 1]
             rl = self.fwd[l] if self.fwd_dead[l] is None else self.fwd[l] + self.fwd_dead[l]
-            total += float(rl.sum()) if row is None else float(self.xp.exp(self.p * row) @ rl)
-        return total
+            out.append(float(rl.sum()) if row is None else float(self.xp.exp(self.p * row) @ rl))
+        return out
 
     def gamma(self) -> float:
         xp, g = self.xp, []
@@ -211,10 +216,12 @@ def layer_shift(A, B=None, C=None, tol=1e-13, max_iter=100):
     L = len(A)
     B = np.zeros(L) if B is None else np.asarray(B, dtype=np.float64)
     C = np.zeros(L) if C is None else np.asarray(C, dtype=np.float64)
+    t = np.log(A).mean() - np.log(A)                           # z_{l+1} - z_l
     if not (B.any() or C.any()):
-        t = np.log(A).mean() - np.log(A)                       # z_{l+1} - z_l
         return np.cumsum(t)[:-1]
-    z = np.zeros(L + 1)
+    # Newton from the minimiser without B and C: every A-term is then equal, so H is well
+    # conditioned even when the A_l span many decades (from z = 0 it can be singular in floats).
+    z = np.concatenate([[0.0], np.cumsum(t)[:-1], [0.0]])
 
     def F(z):
         return float(np.sum(A * np.exp(z[1:] - z[:-1]) + B * np.exp(z[1:]) + C * np.exp(-z[:-1])))
@@ -326,42 +333,247 @@ def minnorm(net: LayeredNet, p: float = 2.0, *, method: str | None = None, delta
     method = METHODS[0] if method is None else method
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
-    if not (delta > 0) or not math.isfinite(delta):
-        raise ValueError(f"delta must be finite and > 0, got {delta}")
-    if gamma_tol is not None and not (gamma_tol > 0):
-        raise ValueError(f"gamma_tol must be > 0, got {gamma_tol}")
+    delta = real(delta, "delta", low=0, low_open=True)
+    if gamma_tol is not None:
+        gamma_tol = real(gamma_tol, "gamma_tol", low=0, low_open=True)
+    max_iter = integer(max_iter, "max_iter", low=0)
+    if not isinstance(net, LayeredNet):
+        raise TypeError(f"minnorm: expected a LayeredNet, got {type(net).__name__}")
     xp = net.xp
-    M = [_abs_pow(W, p, xp) for W in net.weights]
-    st = _LogScales(M, p, xp, lambda: dead_units(net))
+    with _quiet(xp):                       # overflow and underflow are detected, not warned about
+        M = [_abs_pow(W, p, xp) for W in net.weights]
+        st = _LogScales(M, p, xp, lambda: dead_units(net))
+        healthy = _healthy(st)
+    # The common case works on |W|^p as it is. Weights whose |W|^p overflows, or underflows so
+    # that a unit's sums lose their digits, are solved again from a prebalanced copy in float64
+    # whose every layer has largest entry 1; the scale taken out is carried in logs.
+    u0, log_scale = None, 0.0
+    if not healthy:
+        del M, st
+        M, u0, log_scale, st = _robust_start(net, p)
     step_fn = _block_step if method == "block" else _multiplicative_step
-    objective, gamma = [st.objective()], [st.gamma()]
-    converged, it = False, 0
     while True:
-        if gamma_tol is not None and gamma[-1] < gamma_tol:
-            converged = True
+        mass0 = st.layer_objectives()
+        objective, gamma = [_scaled(sum(mass0), log_scale, p)], [st.gamma()]
+        converged, it, failed = False, 0, False
+        while True:
+            if gamma_tol is not None and gamma[-1] < gamma_tol:
+                converged = True
+                break
+            if it >= max_iter:
+                break
+            with _quiet(xp):
+                step = step_fn(st)
+            it += 1
+            objective.append(_scaled(st.objective(), log_scale, p))
+            gamma.append(st.gamma())
+            if not (math.isfinite(objective[-1]) and math.isfinite(step) and math.isfinite(gamma[-1])):
+                failed = True
+                break
+            if gamma_tol is None and step < delta:
+                converged = True
+                break
+        if not failed:
             break
-        if it >= max_iter:
-            break
-        step = step_fn(st)
-        it += 1
-        objective.append(st.objective())
-        gamma.append(st.gamma())
-        if not (math.isfinite(objective[-1]) and math.isfinite(step)):
-            raise FloatingPointError(f"minnorm: non-finite objective after update {it}; "
-                                     f"the weights' |W|^p may overflow or underflow {M[0].dtype} at p={p}")
-        if gamma_tol is None and step < delta:
-            converged = True
-            break
+        if u0 is None:
+            # |W|^p was fine at the start but the factors grew out of the dtype's range on the way
+            # (layers or units many decades apart): solve again from the prebalanced copy.
+            del M, st
+            M, u0, log_scale, st = _robust_start(net, p)
+            continue
+        # name the layer: factors out of the dtype's range raise in _factors
+        _factors([a + b for a, b in zip(u0, st.u[1:-1])], net.dtype, xp, p)
+        k = _unhealthy_layer(st) or 1
+        raise FloatingPointError(f"minnorm: non-finite objective after update {it} (hidden layer {k}); "
+                                 f"the weights' |W|^p may overflow or underflow {M[0].dtype} at p={p}")
     if not converged:
         rule = f"gamma < {gamma_tol}" if gamma_tol is not None else f"max|a-1| < {delta}"
         warnings.warn(f"minnorm ({method}): {rule} not reached in {max_iter} updates "
                       f"(gamma = {gamma[-1]:.3g})", ConvergenceWarning, stacklevel=2)
-    factors = [xp.exp(u) for u in st.u[1:-1]]
+    u = st.u[1:-1] if u0 is None else [a + b for a, b in zip(u0, st.u[1:-1])]
+    factors = _factors(u, net.dtype, xp, p)
+    out = None
+    if u0 is None and _fast_rescale_safe(st, mass0, net.dtype, p):
+        out = _rescale_trusted(net, factors)
+        if not all(bool(xp.isfinite(b).all()) for b in out.biases):   # biases are not in the bound
+            out = None
+    if out is None:
+        out = _rescale_in_logs(net, u, p)
     dead = st.dead if st.dead is not None else [xp.zeros(n, dtype=bool) for n in net.sizes[1:-1]]
-    return MinNormResult(net=_rescale_trusted(net, factors), factors=factors, iterations=it,
+    return MinNormResult(net=out, factors=factors, iterations=it,
                          objective=np.array(objective), gamma=np.array(gamma),
                          dead_units=[xp.nonzero(d)[0] for d in dead], method=method,
                          converged=converged, passes=st.passes)
+
+
+_LOG_MAX64 = math.log(np.finfo(np.float64).max)
+
+
+def _robust_start(net: LayeredNet, p: float):
+    """The solver's state on the prebalanced float64 copy (:func:`_prebalanced`), or an error
+    naming the hidden layer whose weights even that cannot hold."""
+    M, u0, log_scale = _prebalanced(net, p)
+    with _quiet(net.xp):
+        st = _LogScales(M, p, net.xp, lambda: dead_units(net))
+        healthy = _healthy(st)
+    if not healthy:
+        k = _unhealthy_layer(st)
+        raise FloatingPointError(
+            f"minnorm: hidden layer {k} has units whose weights are so much smaller than the "
+            f"rest of their layer that |W|^p underflows float64 at p={p:g}; the problem cannot "
+            f"be represented (zero those weights, or use a p closer to 1)")
+    return M, u0, log_scale, st
+
+
+def _scaled(value: float, log_scale: float, p: float) -> float:
+    """``value * exp(log_scale)``, or an error if it leaves float64."""
+    if log_scale == 0.0 or not value > 0:
+        return value
+    log_value = log_scale + math.log(value)
+    if log_value > _LOG_MAX64:
+        raise FloatingPointError(f"minnorm: the objective sum |W|^p = exp({log_value:.6g}) overflows "
+                                 f"float64 at p={p:g}; use a smaller p")
+    return math.exp(log_value)
+
+
+def _unit_sums(st: _LogScales, k: int):
+    r, s = st.r(k), st.s(k)
+    if st.any_dead[k]:
+        r, s = st.xp.where(st.live[k], r, 1), st.xp.where(st.live[k], s, 1)
+    return r, s
+
+
+def _unhealthy_layer(st: _LogScales):
+    """The first hidden layer whose units' sums are non-finite or so small that they have lost
+    digits to underflow (None when every layer is fine)."""
+    info = np.finfo(st.fwd[0].dtype)
+    floor = float(info.tiny) / float(info.eps)
+    xp, lows, highs = st.xp, [], []
+    for k in range(1, st.L):
+        r, s = _unit_sums(st, k)
+        lows.append(xp.minimum(r.min(), s.min()))
+        highs.append(xp.maximum(r.max(), s.max()))
+    lows, highs = xp.stack(lows), xp.stack(highs)            # one host sync for all layers
+    bad = ~(xp.isfinite(highs) & (lows >= floor))
+    if not bool(bad.any()):
+        return None
+    return int(xp.argmax(bad)) + 1
+
+
+def _healthy(st: _LogScales) -> bool:
+    """Whether the solve can run on these products: every hidden unit's sums finite and clear of
+    underflow, and the objective finite (the input and output layers' sums enter it too)."""
+    return _unhealthy_layer(st) is None and math.isfinite(st.objective())
+
+
+def _prebalanced(net: LayeredNet, p: float):
+    """``|W'|^p`` in float64 for a rescaled copy ``W'`` of the weights in which every live hidden
+    unit's largest incoming and outgoing magnitudes are equal and every layer's largest entry
+    between live units is ``exp(g)`` (``g`` the mean of the layers' log-scales); returns
+    ``(M, u0, p g)`` with ``M`` of the copy divided by ``exp(g)``, and ``u0`` the log-factors of the
+    copy (0 at dead units, which keep ``a = 1``). Magnitudes are taken in logs, so the live
+    entries lie in ``[0, 1]`` for any weights a float can hold."""
+    xp, L = net.xp, len(net.weights)
+    with np.errstate(divide="ignore") if xp is np else _null():
+        logs = [xp.log(xp.abs(W.astype(np.float64))) for W in net.weights]   # -inf at zeros
+    live = [None] + [~d for d in dead_units(net)] + [None]
+    u = []
+    for k in range(1, L):
+        log_in, log_out = logs[k - 1].max(axis=1), logs[k].max(axis=0)
+        ok = live[k] & xp.isfinite(log_in) & xp.isfinite(log_out)
+        u.append(xp.where(ok, (xp.where(ok, log_out, 0) - xp.where(ok, log_in, 0)) / 2, 0.0))
+    uu = [None] + u + [None]
+
+    def shifted(l, rows, cols):
+        out = logs[l]
+        if rows is not None:
+            out = out + rows[:, None]
+        if cols is not None:
+            out = out - cols[None, :]
+        return out
+
+    tops = []
+    for l in range(L):
+        part = shifted(l, uu[l + 1], uu[l])
+        if live[l + 1] is not None:
+            part = xp.where(live[l + 1][:, None], part, -xp.inf)
+        if live[l] is not None:
+            part = xp.where(live[l][None, :], part, -xp.inf)
+        top = float(part.max())
+        tops.append(top if math.isfinite(top) else 0.0)       # no live-to-live weight: no scale
+    g = sum(tops) / L
+    z = [0.0]
+    for l in range(L - 1):          # common shifts z_k: every layer's largest entry becomes exp(g)
+        z.append(z[-1] + g - tops[l])
+    z.append(0.0)                   # the output units keep a = 1 (z_L - z_{L-1} = g - tops[-1])
+    u0 = [xp.where(live[k], u[k - 1] + z[k], 0.0) for k in range(1, L)]
+    uu = [None] + u0 + [None]
+    M = []
+    for l in range(L):
+        m = shifted(l, uu[l + 1], uu[l])
+        m -= g
+        m *= p
+        with _quiet(xp):            # dead units' entries may leave the range; _healthy says so
+            M.append(xp.exp(m, out=m))
+    return M, u0, p * g
+
+
+def _null():
+    from contextlib import nullcontext
+    return nullcontext()
+
+
+def _factors(u, dtype, xp, p):
+    """``exp(u)`` in the network's dtype, or an error naming the hidden layer whose minimum-norm
+    factors that dtype cannot hold (the balanced network is then not representable in it)."""
+    info = np.finfo(dtype)
+    lo, hi = math.log(float(info.tiny)), math.log(float(info.max))
+    ends = xp.stack([xp.stack([v.min(), v.max()]) for v in u])
+    ends = np.asarray(ends.get() if hasattr(ends, "get") else ends, dtype=np.float64)
+    for k, (a, b) in enumerate(ends, start=1):
+        if not (math.isfinite(a) and math.isfinite(b) and a >= lo and b <= hi):
+            raise FloatingPointError(
+                f"minnorm: the minimum-norm factors of hidden layer {k} span exp({a:.4g}) to exp({b:.4g}), "
+                f"outside what {np.dtype(dtype).name} can hold at p={p:g}; the balanced network is not "
+                f"representable in {np.dtype(dtype).name} ("
+                f"{'use float64, or ' if np.dtype(dtype).itemsize < 8 else 'use '}a p nearer 1)")
+    return [xp.exp(v).astype(dtype, copy=False) for v in u]
+
+
+def _fast_rescale_safe(st: _LogScales, mass0, dtype, p: float) -> bool:
+    """Whether ``a_i W_ij / a_j`` computed in the network's dtype can overflow neither in the
+    product ``a_i W_ij`` nor in the result: every entry of a matrix is at most ``(sum |W|^p)^(1/p)``
+    of it, before (``mass0``) and after the rescaling (sums at hand, no pass over the weights)."""
+    log_max = math.log(float(np.finfo(dtype).max)) - 1.0
+    for l, (before, after) in enumerate(zip(mass0, st.layer_objectives())):
+        if not (before > 0 and after > 0 and math.isfinite(after)):
+            return False
+        row = st.u[l + 1]
+        up = 0.0 if row is None else max(float(row.max()), 0.0)
+        if math.log(before) / p + up > log_max or math.log(after) / p > log_max:
+            return False
+    return True
+
+
+def _rescale_in_logs(net: LayeredNet, u, p: float) -> LayeredNet:
+    """``W_ij exp(u_i - u_j)`` and ``b_i exp(u_i)`` in float64, each factor formed as one exponential
+    (no intermediate can overflow or underflow where the result does not), cast to the network's
+    dtype; an entry the dtype cannot hold is an error naming its matrix."""
+    xp, dt = net.xp, net.dtype
+    uu = [None] + [v.astype(np.float64) for v in u] + [None]
+    weights, biases = [], []
+    for l, (W, b) in enumerate(zip(net.weights, net.biases)):
+        left = uu[l + 1] if uu[l + 1] is not None else xp.zeros(W.shape[0])
+        right = uu[l] if uu[l] is not None else xp.zeros(W.shape[1])
+        with _quiet(xp):
+            Wn = (W.astype(np.float64) * xp.exp(left[:, None] - right[None, :])).astype(dt)
+            bn = (b.astype(np.float64) * xp.exp(left)).astype(dt)
+        if not (bool(xp.isfinite(Wn).all()) and bool(xp.isfinite(bn).all())):
+            raise FloatingPointError(f"minnorm: the balanced weights[{l}] overflow {np.dtype(dt).name} "
+                                     f"at p={p:g}; the minimum-norm network is not representable in it")
+        weights.append(Wn)
+        biases.append(bn)
+    return LayeredNet._trusted(weights, biases, xp)
 
 
 def _algorithm1_in_log_domain(M, p, u, delta, max_iter, dead_units_of, products=None):

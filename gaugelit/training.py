@@ -9,8 +9,9 @@ import warnings
 import numpy as np
 
 from .backend import array_module
-from .gauge import _abs_pow, dead_units
-from .network import LayeredNet, check_p
+from .checks import integer, plain_array, real, switch
+from .gauge import _abs_pow, _exp_total, _log_pnorm_terms, dead_units
+from .network import LayeredNet, check_inputs, check_p
 from .solvers import ConvergenceWarning, _algorithm1_in_log_domain, minnorm
 
 __all__ = ["TrainingDiverged", "loss_and_grads", "regularizer", "sgd_step", "egd_step", "evaluate",
@@ -28,12 +29,16 @@ class TrainingDiverged(FloatingPointError):
     """The loss became non-finite; the message says at which epoch and step."""
 
 
-def _check_targets(net, X, y, loss, where):
-    xp = array_module(X, y, net.weights[0], where=f"{where}: X, y and the network")
+def _check_targets(net, X, y, loss, where, x_name="X", y_name="y"):
+    if not isinstance(net, LayeredNet):
+        raise TypeError(f"{where}: expected a LayeredNet, got {type(net).__name__}")
+    if not hasattr(y, "shape") or not hasattr(y, "dtype"):
+        raise TypeError(f"{where}: {y_name} must be an array, got {type(y).__name__}")
+    plain_array(y, f"{where}: {y_name}")
+    xp = array_module(X, y, net.weights[0], where=f"{where}: {x_name}, {y_name} and the network")
     if loss not in LOSSES:
         raise ValueError(f"{where}: unknown loss {loss!r}; choose one of {LOSSES}")
-    if X.ndim != 2 or X.shape[1] != net.sizes[0]:
-        raise ValueError(f"{where}: X must have shape (n, {net.sizes[0]}), got {tuple(X.shape)}")
+    check_inputs(net, X, f"{where}: {x_name}")
     n_out = net.sizes[-1]
     if loss == "log":
         if y.ndim != 1 or y.shape[0] != X.shape[0] or y.dtype.kind not in "iu":
@@ -44,6 +49,8 @@ def _check_targets(net, X, y, loss, where):
     elif y.shape != (X.shape[0], n_out):
         raise ValueError(f"{where}: the mse loss needs targets of shape ({X.shape[0]}, {n_out}), "
                          f"got {tuple(y.shape)}")
+    elif y.dtype.kind != "f" or not bool(xp.isfinite(y).all()):
+        raise ValueError(f"{where}: {y_name} must be finite real targets for the mse loss")
     return xp
 
 
@@ -101,9 +108,13 @@ def _loss_and_grads(net, X, y, loss, xp):
 
 
 def regularizer(net: LayeredNet, p: float):
-    """``R = (1/p) sum_ij |W_ij|^p`` (eq. 33 without lambda), as a 0-d array."""
+    """``R = (1/p) sum_ij |W_ij|^p`` (eq. 33 without lambda), as a 0-d float64 array.
+
+    Right at any scale where ``R`` is a finite float64; outside that range it raises
+    ``FloatingPointError`` naming the layer (see :func:`gaugelit.pnorm`)."""
     p = check_p(p)
-    return sum((net.xp.abs(W) ** p).sum() for W in net.weights) / p
+    total = _exp_total(_log_pnorm_terms(net.weights, p, net.xp), f"sum |W|^p at p={p:g}")
+    return net.xp.asarray(total / p, dtype=np.float64)
 
 
 def _trained_biases(net, train_hidden_biases):
@@ -388,8 +399,11 @@ def evaluate(net: LayeredNet, X, y, p: float, weight_decay: float, *, loss: str 
              chunk: int = 8192) -> dict:
     """On the whole set: the regularised loss (eq. 33), the data loss, and (log-loss) the error
     rate. NumPy data are copied to the device of a network on the GPU."""
+    chunk = integer(chunk, "chunk", low=1)
     X, y = _on_device_of(net, X), _on_device_of(net, y)
     xp = _check_targets(net, X, y, loss, "evaluate")
+    p = check_p(p)
+    weight_decay = real(weight_decay, "weight_decay", low=0)
     total, wrong = 0.0, 0
     for start in range(0, X.shape[0], chunk):
         Xc, yc = X[start:start + chunk].astype(net.dtype, copy=False), y[start:start + chunk]
@@ -398,11 +412,11 @@ def evaluate(net: LayeredNet, X, y, p: float, weight_decay: float, *, loss: str 
         total += float(value) * Xc.shape[0]
         if loss == "log":
             wrong += int((out.argmax(axis=1) != yc).sum())
-    data_loss = total / max(X.shape[0], 1)
+    data_loss = total / X.shape[0]
     result = {"reg_loss": data_loss + weight_decay * float(regularizer(net, p)), "data_loss": data_loss}
     if loss == "log":
         result["log_loss"] = data_loss
-        result["error"] = wrong / max(X.shape[0], 1)
+        result["error"] = wrong / X.shape[0]
     return result
 
 
@@ -417,20 +431,17 @@ def _check_settings(optimizer, p, lr, weight_decay, epochs, batch_size, lr_decay
     if p != defaults["p"]:
         raise ValueError(f"optimizer={optimizer!r} implements l{defaults['p']:g} weight decay "
                          f"(eq. {38 if optimizer == 'sgd' else 40}); p must be {defaults['p']:g}, got {p:g}")
-    lr = defaults["lr"] if lr is None else float(lr)
-    weight_decay = defaults["weight_decay"] if weight_decay is None else float(weight_decay)
-    if not (lr > 0 and np.isfinite(lr)):
-        raise ValueError(f"lr must be finite and > 0, got {lr}")
-    if not (weight_decay >= 0 and np.isfinite(weight_decay)):
-        raise ValueError(f"weight_decay must be finite and >= 0, got {weight_decay}")
-    if int(epochs) != epochs or epochs < 0 or int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"epochs must be an integer >= 0 and batch_size >= 1, got {epochs}, {batch_size}")
-    if not (0 < lr_decay <= 1):
-        raise ValueError(f"lr_decay must lie in (0, 1], got {lr_decay}")
+    lr = defaults["lr"] if lr is None else real(lr, "lr", low=0, low_open=True)
+    weight_decay = (defaults["weight_decay"] if weight_decay is None
+                    else real(weight_decay, "weight_decay", low=0))
+    integer(epochs, "epochs", low=0)
+    integer(batch_size, "batch_size", low=1)
+    real(lr_decay, "lr_decay", low=0, low_open=True, high=1)
+    gauge_fix = switch(gauge_fix, "gauge_fix") if not isinstance(gauge_fix, (list, tuple)) else [
+        switch(g, "gauge_fix") for g in gauge_fix]
     if egd_biases not in EGD_BIASES:
         raise ValueError(f"egd_biases must be one of {EGD_BIASES}, got {egd_biases!r}")
-    if gauge_fix and not (delta > 0 and np.isfinite(delta)):
-        raise ValueError(f"delta (Algorithm 1's tolerance) must be finite and > 0, got {delta}")
+    real(delta, "delta (Algorithm 1's tolerance)", low=0, low_open=True)
     return p, lr, weight_decay
 
 
@@ -465,15 +476,25 @@ def train(net: LayeredNet, X, y, *, optimizer: str = "sgd", p: float | None = No
     """
     p, lr, weight_decay = _check_settings(optimizer, p, lr, weight_decay, epochs, batch_size, lr_decay,
                                           egd_biases, gauge_fix, delta)
+    epochs, batch_size = int(epochs), int(batch_size)
+    seed = integer(seed, "seed", low=0)
+    lr_decay = real(lr_decay, "lr_decay", low=0, low_open=True, high=1)
+    progress = switch(progress, "progress")
+    train_hidden_biases = switch(train_hidden_biases, "train_hidden_biases")
+    min_norm_loss = switch(min_norm_loss, "min_norm_loss")
+    soft_gauge = real(soft_gauge, "soft_gauge", low=0)
+    if egd_biases not in EGD_BIASES:
+        raise ValueError(f"egd_biases must be one of {EGD_BIASES}, got {egd_biases!r}")
+    delta = real(delta, "delta (Algorithm 1's tolerance)", low=0, low_open=True)
+    if (X_test is None) != (y_test is None):
+        raise ValueError("train: give both X_test and y_test, or neither")
     X, y = _on_device_of(net, X), _on_device_of(net, y)      # data sets load as NumPy arrays
     xp = _check_targets(net, X, y, loss, "train")
     if X_test is not None:
         X_test, y_test = _on_device_of(net, X_test), _on_device_of(net, y_test)
-        _check_targets(net, X_test, y_test, loss, "train (test set)")
-    if not bool(xp.isfinite(X).all()):
-        raise ValueError("train: X has non-finite entries")
+        _check_targets(net, X_test, y_test, loss, "train", "X_test", "y_test")
     if soft_gauge:
-        from .soft_gauge import soft_gauge_penalty
+        from .soft_gauge import _soft_gauge_penalty   # unchecked: no host sync per step
         # The penalty's gradient is a pure rescaling only as a plain gradient step on every
         # parameter it touches: EGD's multiplicative step, or frozen non-zero hidden biases (the
         # bias part of each generator dropped), would change the function at first order.
@@ -502,6 +523,15 @@ def train(net: LayeredNet, X, y, *, optimizer: str = "sgd", p: float | None = No
     history = {k: [] for k in ("epoch", "lr", "reg_loss", "data_loss", "seconds", "gauge_iterations")}
 
     def record(epoch, seconds, gauge_iterations):
+        try:
+            _record(epoch, seconds, gauge_iterations)
+        except FloatingPointError as err:       # a norm of the network that overflows, etc.
+            bar.close()
+            if isinstance(err, TrainingDiverged):
+                raise
+            raise TrainingDiverged(f"train: after epoch {epoch} (lr={lr:g}): {err}") from None
+
+    def _record(epoch, seconds, gauge_iterations):
         stats = evaluate(net, X, y, p, weight_decay, loss=loss)
         for key, value in (("epoch", epoch), ("lr", lr), ("reg_loss", stats["reg_loss"]),
                            ("data_loss", stats["data_loss"]), ("seconds", seconds),
@@ -521,10 +551,14 @@ def train(net: LayeredNet, X, y, *, optimizer: str = "sgd", p: float | None = No
             test = evaluate(net, X_test, y_test, p, weight_decay, loss=loss)
             history.setdefault("test_error" if loss == "log" else "test_loss", []).append(
                 test["error"] if loss == "log" else test["data_loss"])
+        bad = [key for key, values in history.items() if not math.isfinite(values[-1])]
+        if bad:     # e.g. a last step that diverged: its loss was finite, the network is not
+            raise TrainingDiverged(f"train: non-finite {', '.join(bad)} after epoch {epoch} (lr={lr:g}); "
+                                   f"lower the learning rate")
 
-    record(0, 0.0, 0)
     bar = tqdm(total=epochs * steps_per_epoch, disable=not progress, desc=f"train {optimizer}",
                leave=False)
+    record(0, 0.0, 0)
     for epoch in range(1, epochs + 1):
         start, gauge_iterations = time.perf_counter(), 0
         order = xp.asarray(rng.permutation(n))
@@ -540,7 +574,7 @@ def train(net: LayeredNet, X, y, *, optimizer: str = "sgd", p: float | None = No
                 gauge_iterations += iterations
             extra_w = extra_b = None
             if soft_gauge:
-                _, extra_w, extra_b = soft_gauge_penalty(state.materialize(), soft_gauge)
+                _, extra_w, extra_b = _soft_gauge_penalty(state.materialize(), soft_gauge)
             value = state.step(X[batch], y[batch], loss, optimizer, lr, weight_decay,
                                train_hidden_biases, extra_w, extra_b)
             losses[s] = value

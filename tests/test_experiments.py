@@ -267,12 +267,18 @@ def test_parallel_sweep_gives_the_sequential_results_and_resumes(real_small, tmp
     assert files(tmp_path / "par" / "ci") == sorted(f"{r.run_id}.json" for r in runs)
 
 
-def test_a_failing_worker_names_its_run(real_small, tmp_path):
-    out = tmp_path / "not-a-folder"
-    out.write_text("")                       # every run trains, then cannot write its file
+def _out_of_space(run, settings, out):
+    """A worker task that fails the way a full disk does (module level: spawned workers import it)."""
+    raise OSError(28, "No space left on device", out)
+
+
+def test_a_failing_worker_names_its_run(tiny, tmp_path):
+    # A folder that is a file is now refused before any run trains (test_reliability); a worker
+    # that fails for another reason still names its run.
     with pytest.raises(OSError) as info:
-        ex.reproduce(real_small.replace(seeds=(0,)), out, jobs=2, log=None)
-    assert any("in the worker process that ran mnist 3-layer SGD" in note
+        ex._run_in_processes(tiny.runs()[:2], tiny, tmp_path, 2, lambda run, record: None, None,
+                             task=_out_of_space)
+    assert any("in the worker process that ran mnist tiny SGD" in note
                for note in getattr(info.value, "__notes__", []))
 
 

@@ -1,0 +1,491 @@
+"""Reliability: no silent wrong answer at any scale, a clear error for every bad argument, and
+sweeps that cannot lose a run (issue 12). Each test names the defect it covers; property tests
+draw magnitudes across the float range, random p and random dead-unit patterns."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+import gaugelit as gl
+from gaugelit import experiments as ex
+from gaugelit.__main__ import main
+from gaugelit.checks import float_dtype, integer, plain_array, real, switch
+from gaugelit.data import Dataset, top_singular_directions
+
+FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+LN10 = math.log(10.0)
+
+
+def small_net(seed, sizes=None, dtype="float64", dead=()):
+    rng = np.random.default_rng(seed)
+    sizes = sizes or tuple(int(n) for n in rng.integers(3, 9, size=rng.integers(3, 6)))
+    net = gl.he_init(sizes, seed=seed, dtype=dtype)
+    W = [w.copy() for w in net.weights]
+    for k, i in dead:                     # unit i of hidden layer k: all outgoing weights zero
+        k = 1 + k % (len(W) - 1)
+        W[k][:, i % W[k].shape[1]] = 0
+    return gl.LayeredNet(W)
+
+
+def in_logs(net, u, dtype):
+    """The network ``W_ij exp(u_i - u_j)`` formed in float64 logs (no intermediate overflows)."""
+    uu = [np.zeros(net.sizes[0])] + list(u) + [np.zeros(net.sizes[-1])]
+    W = [(w.astype(np.float64) * np.exp(uu[l + 1][:, None] - uu[l][None, :])).astype(dtype)
+         for l, w in enumerate(net.weights)]
+    assert all(np.isfinite(w).all() and (np.count_nonzero(w) == np.count_nonzero(v))
+               for w, v in zip(W, net.weights))
+    return gl.LayeredNet(W)
+
+
+def assert_same_function(a, b, X, rtol):
+    ya, yb = a(X.astype(a.dtype)), b(X.astype(b.dtype))
+    assert np.isfinite(ya).all() and np.isfinite(yb).all()
+    np.testing.assert_allclose(ya, yb, rtol=0, atol=rtol * max(np.abs(yb).max(), 1e-300))
+
+
+# -- the solver at any scale --------------------------------------------------------------------
+
+@FAST
+@given(seed=st.integers(0, 10_000), spread=st.floats(0, 125), p=st.sampled_from([0.5, 1.0, 2.0, 3.0]),
+       dead=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 9)), max_size=2))
+def test_minnorm_of_an_extreme_gauge_is_the_moderate_answer(seed, spread, p, dead):
+    """Defect: valid networks in an extreme gauge (a factor 1e170 between layers, units 1e-23 apart)
+    were refused with FloatingPointError, or gave inf/NaN. Any gauge of a network has the same
+    minimum-norm objective, and the function must be unchanged to 1e-12 in float64."""
+    net = small_net(seed, dead=dead)
+    rng = np.random.default_rng(seed + 1)
+    # per layer a common scale (up to 1e+-125) and per unit a spread (up to 1e+-20); weights stay
+    # inside float64. (Unit spreads beyond ~30 decades can end in FloatingPointError: see README.)
+    u = [LN10 * (rng.uniform(-spread, spread) + rng.uniform(-1, 1, n) * min(spread, 80) / 4) for n in net.sizes[1:-1]]
+    # dead units keep a = 1 in the solver, so the minimum is gauge-free only over the live ones
+    u = [np.where(d, 0.0, v) for d, v in zip(gl.dead_units(net), u)]
+    try:
+        extreme = in_logs(net, u, "float64")
+    except AssertionError:
+        assume(False)                       # not representable in float64: not a valid input
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)            # no overflow warning
+        warnings.simplefilter("ignore", gl.ConvergenceWarning)    # dead units converge slowly
+        ref = gl.minnorm(net, p, gamma_tol=1e-9, max_iter=2000)
+        res = gl.minnorm(extreme, p, gamma_tol=1e-9, max_iter=2000)
+    assert all(np.isfinite(a).all() and (a > 0).all() for a in res.factors)
+    assert all(np.isfinite(w).all() for w in res.net.weights)
+    assert res.gamma[-1] < 1e-6
+    np.testing.assert_allclose(res.objective[-1], ref.objective[-1], rtol=1e-6)
+    X = np.random.default_rng(seed).standard_normal((16, net.sizes[0]))
+    assert_same_function(res.net, extreme, X, 1e-12)
+
+
+def test_minnorm_float32_unit_far_below_the_rest_and_layers_1e170_apart():
+    """The two examples of the issue: a float32 unit whose outgoing weights are 1e-23 times the
+    rest, and [W0 * 1e170, W1, W2 * 1e-170] (the same function as W)."""
+    net32 = gl.he_init((20, 30, 25, 5), seed=1, dtype="float32")
+    W = [w.copy() for w in net32.weights]
+    W[1][:, 3] *= np.float32(1e-23)
+    res = gl.minnorm(gl.LayeredNet(W), 2.0)
+    assert res.converged and all(np.isfinite(w).all() for w in res.net.weights)
+    assert np.isfinite(res.objective).all()
+
+    net = gl.he_init((20, 30, 25, 5), seed=1, dtype="float64")
+    W = net.weights
+    res = gl.minnorm(gl.LayeredNet([W[0] * 1e170, W[1], W[2] * 1e-170]), 2.0, gamma_tol=1e-10)
+    ref = gl.minnorm(net, 2.0, gamma_tol=1e-10)
+    np.testing.assert_allclose(res.objective[-1], ref.objective[-1], rtol=1e-9)
+    X = np.random.default_rng(0).standard_normal((32, 20))
+    assert_same_function(res.net, net, X, 1e-12)
+
+
+@FAST
+@given(seed=st.integers(0, 10_000), log_p=st.floats(math.log(1e-4), math.log(50.0)),
+       dtype=st.sampled_from(["float32", "float64"]))
+def test_minnorm_never_reports_success_with_a_non_finite_answer(seed, log_p, dtype):
+    """Defect: float32 at p = 0.02 (or float64 at p = 1e-3) returned converged=True with NaN/inf
+    weights and zero factors. Any p: either a finite answer computing the same function, or
+    FloatingPointError naming the layer."""
+    p = math.exp(log_p)
+    rng = np.random.default_rng(seed)
+    sizes = (int(rng.integers(2, 6)), int(rng.integers(40, 300)), int(rng.integers(2, 30)), 3)
+    net = gl.he_init(sizes, seed=seed, dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", gl.ConvergenceWarning)
+        try:
+            res = gl.minnorm(net, p, max_iter=200)
+        except FloatingPointError as err:
+            assert "layer" in str(err)
+            return
+    assert np.isfinite(res.objective).all() and np.isfinite(res.gamma).all()
+    assert all(np.isfinite(a).all() and (a > 0).all() for a in res.factors)
+    assert all(np.isfinite(w).all() for w in res.net.weights)
+    X = rng.standard_normal((8, sizes[0]))
+    assert_same_function(res.net, net, X, 1e-4 if dtype == "float32" else 1e-10)
+
+
+def test_minnorm_paper_shape_small_p_is_a_clear_error():
+    """The issue's case in small: the minimum-norm factors at p = 1e-3 are exp(+-thousands)."""
+    net = gl.he_init((10, 200, 20, 10), seed=0, dtype="float32")
+    with pytest.raises(FloatingPointError, match="hidden layer .* float32"):
+        gl.minnorm(net, 1e-3)
+    with pytest.raises(FloatingPointError, match="hidden layer .* float64"):
+        gl.minnorm(gl.he_init((10, 200, 20, 10), seed=0, dtype="float64"), 1e-4)
+
+
+# -- norms at any scale ---------------------------------------------------------------------------
+
+@FAST
+@given(seed=st.integers(0, 10_000), decades=st.floats(-300, 300), p=st.floats(0.1, 8.0))
+def test_imbalance_is_scale_free(seed, decades, p):
+    """Defect: imbalance of weights scaled by 1e200 was 0.0 (max() drops NaN). Scaling every
+    matrix by one factor scales every unit's two sums alike: gamma is unchanged."""
+    net = small_net(seed)
+    scaled = gl.LayeredNet([w * 10.0 ** decades for w in net.weights])
+    assume(all(np.isfinite(w).all() and np.count_nonzero(w) == w.size for w in scaled.weights))
+    assert gl.imbalance(scaled, p) == pytest.approx(gl.imbalance(net, p), rel=1e-9, abs=1e-12)
+
+
+@FAST
+@given(seed=st.integers(0, 10_000), decades=st.floats(-300, 300), log_p=st.floats(math.log(0.05), math.log(1e4)))
+def test_pnorm_and_regularizer_are_right_or_raise(seed, decades, log_p):
+    """Defect: pnorm/regularizer returned inf without a word at p = 1e4. Right wherever the
+    answer is a float64, else FloatingPointError naming the layer."""
+    p = math.exp(log_p)
+    net = small_net(seed)
+    scaled = gl.LayeredNet([w * 10.0 ** decades for w in net.weights])
+    assume(all(np.isfinite(w).all() and np.count_nonzero(w) == w.size for w in scaled.weights))
+    # reference in logs: sum_ij |W|^p = sum exp(p log|W|), by log-sum-exp over every entry
+    logs = np.concatenate([p * np.log(np.abs(w)).ravel() for w in scaled.weights])
+    top = logs.max()
+    log_true = top + math.log(np.exp(logs - top).sum())
+    if math.log(np.finfo(float).tiny) + 1 < log_true < math.log(np.finfo(float).max) - 1:
+        assert math.log(gl.pnorm(scaled, p)) == pytest.approx(log_true, rel=1e-12, abs=1e-10)
+        assert math.log(float(gl.regularizer(scaled, p))) == pytest.approx(log_true - math.log(p), abs=1e-10)
+    elif not (abs(log_true - math.log(np.finfo(float).max)) < 2 or abs(log_true - math.log(np.finfo(float).tiny)) < 2):
+        for fn in (gl.pnorm, gl.regularizer):
+            with pytest.raises(FloatingPointError, match=r"weights\[\d\]"):
+                fn(scaled, p)
+
+
+def test_soft_gauge_penalty_overflow_is_an_error():
+    """Defect: soft_gauge_penalty returned inf without a word."""
+    net = small_net(3)
+    with pytest.raises(FloatingPointError, match="soft_gauge_penalty"):
+        gl.soft_gauge_penalty(gl.LayeredNet([w * 1e100 for w in net.weights]), 1.0)
+    value, gw, gb = gl.soft_gauge_penalty(gl.LayeredNet([w * 1e60 for w in net.weights]), 1.0)
+    assert np.isfinite(value) and value > 0
+
+
+# -- training -------------------------------------------------------------------------------------
+
+def test_a_last_step_that_diverges_raises():
+    """Defect: only batch losses were checked, so a run whose end-of-epoch evaluation was NaN
+    returned a history ending in NaN."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((64, 10)), rng.integers(0, 3, 64)
+    net = gl.he_init((10, 16, 3), seed=0, dtype="float64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(gl.TrainingDiverged, match="epoch 1"):
+            gl.train(net, X, y, lr=1e300, epochs=1, batch_size=64, progress=False)
+
+
+# -- inputs ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_inputs_are_refused_naming_the_argument(bad):
+    """Defect: NaN or inf in X passed through forward, loss_and_grads, evaluate, flow_velocity and
+    train's X_test."""
+    net = small_net(0, sizes=(4, 5, 3))
+    X = np.ones((6, 4))
+    X[2, 1] = bad
+    y = np.arange(6) % 3
+    calls = {
+        "forward": lambda: net.forward(X),
+        "loss_and_grads": lambda: gl.loss_and_grads(net, X, y),
+        "evaluate": lambda: gl.evaluate(net, X, y, 2.0, 0.0),
+        "flow_velocity": lambda: gl.flow_velocity(net, X, y, 2.0),
+        "train": lambda: gl.train(net, np.ones((6, 4)), y, X_test=X, y_test=y, epochs=1, progress=False),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=r"X(_test)? has 1 non-finite"):
+            call()
+
+
+def test_empty_data_and_bad_chunk_are_refused():
+    """Defect: an empty data set, or evaluate(chunk=-1), reported loss 0 and error 0."""
+    net = small_net(0, sizes=(4, 5, 3))
+    empty, labels = np.ones((0, 4)), np.zeros(0, dtype=int)
+    with pytest.raises(ValueError, match="empty"):
+        gl.evaluate(net, empty, labels, 2.0, 0.0)
+    with pytest.raises(ValueError, match="empty"):
+        gl.train(net, empty, labels, epochs=1, progress=False)
+    X, y = np.ones((5, 4)), np.arange(5) % 3
+    for chunk in (-1, 0, 2.5, "8"):
+        with pytest.raises((ValueError, TypeError), match="chunk"):
+            gl.evaluate(net, X, y, 2.0, 0.0, chunk=chunk)
+
+
+def test_array_look_alikes_and_empty_layers_are_refused():
+    """Defect: np.matrix and masked arrays were accepted and then gave other answers; a zero-width
+    hidden layer failed deep in the solver."""
+    net = small_net(0, sizes=(4, 5, 3))
+    W = [np.asarray(w) for w in net.weights]
+    with pytest.raises(TypeError, match=r"weights\[0\]: numpy.matrix .* np.asarray"):
+        gl.LayeredNet([np.matrix(W[0]), W[1]])
+    with pytest.raises(TypeError, match=r"weights\[1\]: masked arrays .*filled"):
+        gl.LayeredNet([W[0], np.ma.masked_array(W[1], mask=W[1] > 0)])
+    with pytest.raises(ValueError, match=r"weights\[0\].*zero-width"):
+        gl.LayeredNet([np.ones((0, 4)), np.ones((3, 0))])
+    with pytest.raises(TypeError, match="numpy.matrix"):
+        net.forward(np.matrix(np.ones((2, 4))))
+    with pytest.raises(TypeError, match="masked"):
+        gl.evaluate(net, np.ones((2, 4)), np.ma.masked_array(np.arange(2)), 2.0, 0.0)
+
+
+# -- arguments -----------------------------------------------------------------------------------
+
+def _net():
+    return small_net(0, sizes=(4, 5, 3))
+
+
+def _xy():
+    return np.ones((6, 4)), np.arange(6) % 3
+
+
+BAD_ARGUMENTS = [
+    # (call, argument name in the message, exception)
+    (lambda: gl.minnorm(_net(), 2.0, delta="0.1"), "delta", TypeError),
+    (lambda: gl.minnorm(_net(), 2.0, delta=0.0), "delta", ValueError),
+    (lambda: gl.minnorm(_net(), 2.0, gamma_tol=np.nan), "gamma_tol", ValueError),
+    (lambda: gl.minnorm(_net(), 2.0, max_iter=np.nan), "max_iter", ValueError),
+    (lambda: gl.minnorm(_net(), 2.0, max_iter=-5), "max_iter", ValueError),
+    (lambda: gl.minnorm(_net(), 2.0, max_iter=2.5), "max_iter", ValueError),
+    (lambda: gl.minnorm(_net(), 2.0, max_iter=True), "max_iter", TypeError),
+    (lambda: gl.train(_net(), *_xy(), epochs=2.5, progress=False), "epochs", ValueError),
+    (lambda: gl.train(_net(), *_xy(), epochs="3", progress=False), "epochs", TypeError),
+    (lambda: gl.train(_net(), *_xy(), batch_size=0, progress=False), "batch_size", ValueError),
+    (lambda: gl.train(_net(), *_xy(), seed=-1, progress=False), "seed", ValueError),
+    (lambda: gl.train(_net(), *_xy(), seed="a", progress=False), "seed", TypeError),
+    (lambda: gl.train(_net(), *_xy(), gauge_fix="no", progress=False), "gauge_fix", TypeError),
+    (lambda: gl.train(_net(), *_xy(), gauge_fix=1, progress=False), "gauge_fix", TypeError),
+    (lambda: gl.train(_net(), *_xy(), progress="yes"), "progress", TypeError),
+    (lambda: gl.train(_net(), *_xy(), train_hidden_biases="no", progress=False), "train_hidden_biases", TypeError),
+    (lambda: gl.train(_net(), *_xy(), delta="1e-3", progress=False), "delta", TypeError),
+    (lambda: gl.train(_net(), *_xy(), lr=np.nan, progress=False), "lr", ValueError),
+    (lambda: gl.he_init((4, 2.7, 3)), "sizes[1]", ValueError),
+    (lambda: gl.he_init((4, 0, 3)), "sizes[1]", ValueError),
+    (lambda: gl.he_init((4, 5, 3), dtype="int32"), "dtype", TypeError),
+    (lambda: gl.he_init((4, 5, 3), seed=1.5), "seed", ValueError),
+    (lambda: gl.flow_velocity(_net(), *_xy(), 2.0, train_hidden_biases="no"), "train_hidden_biases", TypeError),
+    (lambda: gl.integrate_flow(_net(), *_xy(), 2.0, 1.0, record_every=1.5), "record_every", ValueError),
+    (lambda: top_singular_directions(np.eye(4), k=2.5), "k", ValueError),
+    (lambda: gl.load_dataset("mnist", n_train=2.5, dtype="float16"), "dtype", TypeError),
+]
+
+
+@pytest.mark.parametrize("case", range(len(BAD_ARGUMENTS)))
+def test_every_argument_is_checked_where_it_enters(case):
+    """Defect: a string delta gave Python's "'>' not supported", max_iter=nan hung, max_iter=-5
+    ran, gauge_fix='no' was taken as True, a width of 2.7 was truncated to 2."""
+    call, name, error = BAD_ARGUMENTS[case]
+    with pytest.raises(error, match=name.replace("[", r"\[").replace("]", r"\]")):
+        call()
+
+
+@settings(max_examples=60, deadline=None)
+@given(value=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6),
+                       st.booleans(), st.text(max_size=3), st.none(), st.complex_numbers()))
+def test_check_helpers_coerce_or_refuse_never_truncate(value):
+    """The policy: whole numbers pass as int (3.0 -> 3), reals as float, switches only as bools."""
+    for check in (lambda v: integer(v, "n", low=0), lambda v: real(v, "x", low=0, low_open=True),
+                  lambda v: switch(v, "flag")):
+        try:
+            out = check(value)
+        except (TypeError, ValueError) as err:
+            assert repr(value)[:20] in str(err) or str(value)[:20] in str(err) or "must be" in str(err)
+            continue
+        if isinstance(out, bool):
+            assert out is value or out == bool(value) and isinstance(value, (bool, np.bool_))
+        elif isinstance(out, int):
+            assert out == value and not isinstance(value, bool) and out >= 0
+        else:
+            assert out == float(value) and math.isfinite(out) and out > 0
+
+
+def test_dtype_and_array_helpers():
+    assert float_dtype(np.float32) == "float32" and float_dtype("float64") == "float64"
+    for bad in ("int32", None, "no", np.complex128):
+        with pytest.raises(TypeError, match="dtype"):
+            float_dtype(bad)
+    a = np.ones(3)
+    assert plain_array(a, "a") is a
+
+
+# -- sweeps ----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def tiny(monkeypatch):
+    monkeypatch.setitem(gl.ARCHITECTURES, "tiny", (200, 12, 8, 10))
+
+    def fake_dataset(name, n_train, n_test, k, dtype):
+        X = np.random.default_rng(0).standard_normal((40, k)).astype(dtype)
+        return Dataset(X, np.arange(40) % 10, X[:20].copy(), np.arange(20) % 10)
+
+    monkeypatch.setattr(ex, "_dataset", fake_dataset)
+    return ex.Settings("ci", ("mnist",), ("tiny",), seeds=(0,), epochs=1, n_train=40, n_test=20,
+                       optimizers=("sgd",), gauge_fix=(False,))
+
+
+def _no_training(*args, **kwargs):
+    raise AssertionError("a run trained before the sweep's checks")
+
+
+def test_an_unwritable_folder_is_refused_before_any_run(tiny, tmp_path, monkeypatch, capsys):
+    """Defect: the folder was found unwritable only when the first run, minutes later, wrote."""
+    monkeypatch.setattr(ex, "train", _no_training)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ex.ResultsNotWritable, match=r"file.*--out"):
+        ex.reproduce(tiny, blocker, log=None)
+    if os.geteuid() != 0:                    # root writes anywhere
+        locked = tmp_path / "locked"
+        (locked / "ci").mkdir(parents=True)
+        (locked / "ci").chmod(0o500)
+        try:
+            with pytest.raises(ex.ResultsNotWritable, match="permission denied"):
+                ex.reproduce(tiny, locked, log=None)
+        finally:
+            (locked / "ci").chmod(0o700)
+    # the CLI: one line naming the path and the fix, exit status 2
+    monkeypatch.setattr(ex, "settings_for", lambda scale: tiny)
+    assert main(["reproduce", "--scale", "ci", "--out", str(blocker)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(blocker) in err and "--out" in err
+
+
+def test_a_record_that_cannot_be_serialised_is_refused_before_training(tiny, tmp_path, monkeypatch):
+    """Defect: settings a run file cannot hold (a NumPy scalar) failed only after training."""
+    monkeypatch.setattr(ex, "train", _no_training)
+    with pytest.raises(ValueError, match="delta"):
+        ex.reproduce(tiny.replace(delta=np.float32(1e-3)), tmp_path, log=None)
+
+
+def test_run_files_respect_the_umask(tmp_path):
+    """Defect: run files were 0600 (mkstemp's mode)."""
+    old = os.umask(0o022)
+    try:
+        path = ex.write_json_atomic(tmp_path / "r.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_incomplete_and_stray_files(tiny, tmp_path):
+    """Defects: a run file without `history` counted as finished (and broke summary); a stray
+    JSON file made load_results refuse the whole folder; a killed write's temp file stayed."""
+    ex.reproduce(tiny, tmp_path, log=None)
+    folder = tmp_path / "ci"
+    run = tiny.runs()[0]
+    path = folder / f"{run.run_id}.json"
+    assert ex.is_finished(path, ex.run_settings(run, tiny))
+    record = json.loads(path.read_text())
+    del record["history"]
+    path.write_text(json.dumps(record))
+    assert not ex.is_finished(path, ex.run_settings(run, tiny))
+    (folder / "notes.json").write_text('["not a run"]')
+    with pytest.warns(RuntimeWarning, match="notes.json"):
+        assert ex.load_results(folder) == []
+    tmp = folder / f".{run.run_id}.json.abc123.tmp"
+    tmp.write_text('{"format": 2, "sett')
+    fresh = folder / f".{run.run_id}.json.inflight.tmp"     # another shard's write in progress
+    fresh.write_text("{")
+    os.utime(tmp, (time.time() - 3600, time.time() - 3600))
+    done = ex.reproduce(tiny, tmp_path, log=None)
+    assert done["ran"] == [run] and not tmp.exists() and fresh.exists()
+    with pytest.warns(RuntimeWarning, match="notes.json"):
+        assert [r["run_id"] for r in ex.load_results(folder)] == [run.run_id]
+
+
+_SWEEP = """
+import os, sys, time
+sys.path.insert(0, {here!r})
+import gaugelit as gl
+from gaugelit import experiments as ex
+import reliability_tasks
+runs = ex.settings_for("ci").runs()[:2]
+ex._run_in_processes(runs, ex.settings_for("ci"), {out!r}, 2, lambda run, record: None, None,
+                     task=reliability_tasks.sleep_and_tell)
+"""
+
+
+def _start_sweep(tmp_path):
+    (tmp_path / "reliability_tasks.py").write_text(textwrap.dedent("""
+        import os, time
+        from pathlib import Path
+        def sleep_and_tell(run, settings, out):
+            Path(out, f"worker-{os.getpid()}").write_text("")
+            time.sleep(60)
+    """))
+    script = _SWEEP.format(here=str(tmp_path), out=str(tmp_path))
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, stderr=subprocess.PIPE,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    deadline = time.time() + 60
+    while len(list(tmp_path.glob("worker-*"))) < 2:
+        assert time.time() < deadline and parent.poll() is None, parent.stderr.read().decode()
+        time.sleep(0.1)
+    return parent, [int(p.name.split("-")[1]) for p in tmp_path.glob("worker-*")]
+
+
+def _gone(pids, within):
+    deadline = time.time() + within
+    while time.time() < deadline:
+        alive = []
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+                with open(f"/proc/{pid}/stat") as f:          # a zombie has exited
+                    if f.read().split()[2] != "Z":
+                        alive.append(pid)
+            except (ProcessLookupError, FileNotFoundError):
+                pass
+        if not alive:
+            return True
+        time.sleep(0.1)
+    for pid in alive:
+        os.kill(pid, signal.SIGKILL)
+    return False
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_workers_exit_when_their_parent_is_killed(tmp_path):
+    """Defect: a sweep killed by SIGKILL (the OOM killer) left its workers running."""
+    parent, workers = _start_sweep(tmp_path)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    assert _gone(workers, within=10)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_one_ctrl_c_stops_a_parallel_sweep(tmp_path):
+    """Defect: after Ctrl-C the sweep waited for the runs in progress (a second Ctrl-C needed)."""
+    parent, workers = _start_sweep(tmp_path)
+    parent.send_signal(signal.SIGINT)
+    parent.wait(timeout=20)
+    assert _gone(workers, within=10)
+
+
+def test_cli_interrupt_is_one_line(monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(ex, "reproduce", interrupted)
+    assert main(["reproduce", "--scale", "ci", "--out", "/nonexistent-never-written"]) == 130
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
