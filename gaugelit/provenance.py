@@ -52,6 +52,10 @@ CHANGES = (
     Change("216ffe535b7a918e", "25aa658bef98cdfe",
            "train's argument checks shared with gaugelit.batched.train_many, which the fingerprint now covers; "
            "train's arithmetic unchanged", _never),
+    Change("25aa658bef98cdfe", "9c3a494c3eac290c",
+           "argument checks (gaugelit.checks), norms and minnorm safe from over- and underflow (a fallback "
+           "taken only when |W|^p leaves the float range), every history value checked finite: a run "
+           "inside the float range does the same arithmetic", _never),
 )
 
 
