@@ -467,6 +467,11 @@ def train_many(nets, X, y, *, gauge_fix=False, seeds=None, optimizer: str = "sgd
             if X_test is not None:
                 h.setdefault("test_error" if loss == "log" else "test_loss", []).append(
                     float(stats[5, j]) if loss == "log" else float(stats[3, j]))
+            bad = [key for key, values in h.items() if not math.isfinite(values[-1])]
+            if bad:     # as train: a value that is not finite ends the model's run
+                failed.append(j)
+                messages.append(f"train: non-finite {', '.join(bad)} after epoch {epoch} (lr={lr:g}); "
+                                f"lower the learning rate")
         if failed:
             drop(failed, messages)
 

@@ -655,6 +655,7 @@ def _run_in_processes(runs, settings, out, jobs, finished, log, task=None):
 
     task = task or _run_in_worker
     pool = _worker_pool(jobs)
+    interrupted = False
     try:
         futures = {pool.submit(task, run, settings, str(out)): run for run in runs}
         for future in as_completed(futures):
@@ -670,12 +671,13 @@ def _run_in_processes(runs, settings, out, jobs, finished, log, task=None):
                 raise
             finished(run, record)
     except KeyboardInterrupt:
+        interrupted = True
         if log:
             log("interrupted: stopping the workers; finished runs are saved, rerun to resume")
         _stop_workers(pool)
         raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    finally:     # after Ctrl-C the workers are terminated: waiting on the pool could only hang
+        pool.shutdown(wait=not interrupted, cancel_futures=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -56,6 +56,9 @@ CHANGES = (
            "argument checks (gaugelit.checks), norms and minnorm safe from over- and underflow (a fallback "
            "taken only when |W|^p leaves the float range), every history value checked finite: a run "
            "inside the float range does the same arithmetic", _never),
+    Change("9c3a494c3eac290c", "cbdd9d374cd2d949",
+           "train_many checks every history value like train; a Ctrl-C'd sweep does not wait on its pool",
+           _never),
 )
 
 

@@ -23,7 +23,8 @@ from gaugelit.__main__ import main
 from gaugelit.checks import float_dtype, integer, plain_array, real, switch
 from gaugelit.data import Dataset, top_singular_directions
 
-FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: CI runs the same examples every time (a failing example is then a failing build, never a flake)
+FAST = settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 LN10 = math.log(10.0)
 
 
@@ -479,7 +480,7 @@ def test_one_ctrl_c_stops_a_parallel_sweep(tmp_path):
     """Defect: after Ctrl-C the sweep waited for the runs in progress (a second Ctrl-C needed)."""
     parent, workers = _start_sweep(tmp_path)
     parent.send_signal(signal.SIGINT)
-    parent.wait(timeout=20)
+    parent.wait(timeout=60)          # seconds when idle; generous for a loaded CI machine
     assert _gone(workers, within=10)
 
 

@@ -143,12 +143,13 @@ def test_a_process_pool_executor_gives_the_sequential_results(tiny, tmp_path, ba
     assert_same_records(tmp_path / "seq" / "ci", tmp_path / "pool" / "ci", runs, 1e-5)
 
 
-def test_a_failing_task_names_its_runs_and_leaves_the_executor_open(tiny, tmp_path):
-    out = tmp_path / "not-a-folder"
-    out.write_text("")                       # every run trains, then cannot write its file
+def test_a_failing_task_names_its_runs_and_leaves_the_executor_open(tiny, tmp_path, monkeypatch):
+    def disk_full(path, obj):                # every run trains, then cannot write its file
+        raise OSError(28, "No space left on device", str(path))
+    monkeypatch.setattr(ex, "write_json_atomic", disk_full)    # forked workers inherit the patch
     with forked_pool(1) as pool:
         with pytest.raises(OSError) as info:
-            ex.reproduce(tiny.replace(gauge_fix=(False,)), out, executor=pool, log=None)
+            ex.reproduce(tiny.replace(gauge_fix=(False,)), tmp_path, executor=pool, log=None)
         assert pool.submit(int, "7").result() == 7
     assert any("in the task that ran mnist tiny SGD" in note for note in getattr(info.value, "__notes__", []))
 
