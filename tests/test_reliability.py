@@ -417,7 +417,10 @@ def test_incomplete_and_stray_files(tiny, tmp_path):
 
 
 _SWEEP = """
-import os, sys, time
+import os, signal, sys, time
+# A shell without job control starts background commands with SIGINT ignored, and Python keeps
+# that; a user's Ctrl-C reaches a sweep with Python's own handler, so install it here.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {here!r})
 import gaugelit as gl
 from gaugelit import experiments as ex
