@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .experiments import Settings, grid_records, paired_differences
+from .stats import sign_test, t_cdf, t_quantile  # one implementation of each, shared with the soft-gauge chapter
 
 __all__ = ["Claim", "CLAIMS", "Effect", "VERDICTS", "LEVEL", "MIN_SEEDS", "MARGIN", "t_cdf",
            "t_quantile", "t_interval", "sign_test", "verdict", "effect", "check_claims", "pooled",
@@ -72,46 +73,6 @@ CLAIMS = {
 }
 
 
-def t_cdf(t: float, df: int) -> float:
-    """The Student-t distribution function with an integer number of degrees of freedom, in
-    closed form (Abramowitz & Stegun 26.7.3-4: a finite series in cos of atan(t / sqrt(df)))."""
-    if int(df) != df or df < 1:
-        raise ValueError(f"df must be an integer >= 1, got {df}")
-    df = int(df)
-    theta = math.atan(abs(t) / math.sqrt(df))
-    c2, s = math.cos(theta) ** 2, math.sin(theta)
-    if df % 2:      # odd: A = (2/pi) (theta + sin cos (1 + 2/3 c^2 + (2 4)/(3 5) c^4 + ...))
-        total, term = 1.0, 1.0
-        for k in range(1, (df - 1) // 2):
-            term *= c2 * (2 * k) / (2 * k + 1)
-            total += term
-        inside = 2 / math.pi * (theta + (s * math.cos(theta) * total if df > 1 else 0.0))
-    else:           # even: A = sin (1 + 1/2 c^2 + (1 3)/(2 4) c^4 + ...)
-        total, term = 1.0, 1.0
-        for k in range(1, df // 2):
-            term *= c2 * (2 * k - 1) / (2 * k)
-            total += term
-        inside = s * total
-    return 0.5 + math.copysign(0.5 * inside, t)
-
-
-def t_quantile(q: float, df: int) -> float:
-    """The ``q`` quantile of the Student-t distribution (integer ``df``), by bisection of :func:`t_cdf`."""
-    if not 0 < q < 1:
-        raise ValueError(f"q must lie in (0, 1), got {q}")
-    if q < 0.5:
-        return -t_quantile(1 - q, df)
-    lo, hi = 0.0, 1.0
-    while t_cdf(hi, df) < q:
-        hi *= 2
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if t_cdf(mid, df) < q else (lo, mid)
-        if hi - lo <= 1e-12 * hi:
-            break
-    return 0.5 * (lo + hi)
-
-
 def t_interval(d, level: float = LEVEL) -> tuple[float, float]:
     """The two-sided ``level`` Student-t confidence interval for the mean of ``d`` (at least two
     values); ``(mean, mean)`` when every value is the same."""
@@ -122,17 +83,6 @@ def t_interval(d, level: float = LEVEL) -> tuple[float, float]:
         raise ValueError("the paired differences have non-finite values")
     half = t_quantile(0.5 + level / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)
     return float(d.mean() - half), float(d.mean() + half)
-
-
-def sign_test(d) -> float:
-    """Exact two-sided sign-test p-value of ``d`` against a median of zero; zeros are dropped,
-    and with no nonzero value the p-value is 1."""
-    d = np.asarray(d, dtype=float)
-    n_pos, n = int((d > 0).sum()), int((d != 0).sum())
-    if n == 0:
-        return 1.0
-    k = min(n_pos, n - n_pos)
-    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
 
 
 def verdict(low: float, high: float, n: int, expect: str = "lower", *, margin: float | None = None,

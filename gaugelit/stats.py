@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PairedComparison", "paired_comparison", "sign_test", "t_quantile"]
+__all__ = ["t_cdf", "PairedComparison", "paired_comparison", "sign_test", "t_quantile"]
 
 
 def _betainc(a: float, b: float, x: float) -> float:
@@ -41,6 +41,13 @@ def _betainc(a: float, b: float, x: float) -> float:
         if abs(c * d - 1.0) < 1e-15:
             break
     return front * f
+
+
+def t_cdf(t: float, df: int) -> float:
+    """Student's t distribution function with ``df`` degrees of freedom (an integer >= 1)."""
+    if int(df) != df or df < 1:
+        raise ValueError(f"t_cdf: df must be an integer >= 1, got {df}")
+    return _t_cdf(t, int(df))
 
 
 def _t_cdf(t: float, df: int) -> float:
