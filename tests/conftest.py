@@ -23,3 +23,19 @@ def random_net(sizes, seed=0, dtype="float64", xp=np, bias_scale=0.5):
     biases = [rng.standard_normal(m) * bias_scale for m in sizes[1:]]
     return gl.LayeredNet([xp.asarray(w, dtype=dtype) for w in weights],
                          [xp.asarray(b, dtype=dtype) for b in biases])
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    """A sweep's Settings for a 200-12-8-10 architecture on 40 synthetic examples (no data set)."""
+    import gaugelit as gl
+    from gaugelit import experiments as ex
+    from gaugelit.data import Dataset
+    monkeypatch.setitem(gl.ARCHITECTURES, "tiny", (200, 12, 8, 10))
+
+    def fake_dataset(name, n_train, n_test, k, dtype):
+        X = np.random.default_rng(0).standard_normal((40, k)).astype(dtype)
+        return Dataset(X, np.arange(40) % 10, X[:20].copy(), np.arange(20) % 10)
+
+    monkeypatch.setattr(ex, "_dataset", fake_dataset)
+    return ex.Settings("ci", ("mnist",), ("tiny",), seeds=(0, 1), epochs=2, n_train=40, n_test=20)

@@ -10,7 +10,6 @@ import sys
 import textwrap
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +20,7 @@ import gaugelit as gl
 from gaugelit import experiments as ex
 from gaugelit.__main__ import main
 from gaugelit.checks import float_dtype, integer, plain_array, real, switch
-from gaugelit.data import Dataset, top_singular_directions
+from gaugelit.data import top_singular_directions
 
 # derandomize: CI runs the same examples every time (a failing example is then a failing build, never a flake)
 FAST = settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
@@ -334,16 +333,9 @@ def test_dtype_and_array_helpers():
 # -- sweeps ----------------------------------------------------------------------------------------
 
 @pytest.fixture
-def tiny(monkeypatch):
-    monkeypatch.setitem(gl.ARCHITECTURES, "tiny", (200, 12, 8, 10))
-
-    def fake_dataset(name, n_train, n_test, k, dtype):
-        X = np.random.default_rng(0).standard_normal((40, k)).astype(dtype)
-        return Dataset(X, np.arange(40) % 10, X[:20].copy(), np.arange(20) % 10)
-
-    monkeypatch.setattr(ex, "_dataset", fake_dataset)
-    return ex.Settings("ci", ("mnist",), ("tiny",), seeds=(0,), epochs=1, n_train=40, n_test=20,
-                       optimizers=("sgd",), gauge_fix=(False,))
+def tiny(tiny):
+    """conftest's tiny sweep, narrowed to one SGD run of one epoch."""
+    return tiny.replace(seeds=(0,), epochs=1, optimizers=("sgd",), gauge_fix=(False,))
 
 
 def _no_training(*args, **kwargs):

@@ -11,20 +11,8 @@ import pytest
 import gaugelit as gl
 from gaugelit import experiments as ex
 from gaugelit.__main__ import main
-from gaugelit.data import Dataset
 
 
-@pytest.fixture
-def tiny(monkeypatch):
-    """A 200-12-8-10 architecture and 40 synthetic examples in place of a data set."""
-    monkeypatch.setitem(gl.ARCHITECTURES, "tiny", (200, 12, 8, 10))
-
-    def fake_dataset(name, n_train, n_test, k, dtype):
-        X = np.random.default_rng(0).standard_normal((40, k)).astype(dtype)
-        return Dataset(X, np.arange(40) % 10, X[:20].copy(), np.arange(20) % 10)
-
-    monkeypatch.setattr(ex, "_dataset", fake_dataset)
-    return ex.Settings("ci", ("mnist",), ("tiny",), seeds=(0, 1), epochs=2, n_train=40, n_test=20)
 
 
 def names(folder):
