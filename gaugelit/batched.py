@@ -33,7 +33,7 @@ import numpy as np
 from .gauge import _abs_pow, dead_units
 from .network import LayeredNet
 from .solvers import ConvergenceWarning, _algorithm1_in_log_domain, minnorm
-from .training import (OPTIMIZERS, TrainingDiverged, _check_settings, _check_targets, _eg_plus_minus,
+from .training import (TrainingDiverged, _check_settings, _check_targets, _apply_update, _eg_plus_minus,
                        _on_device_of, _StoredNet, _trained_biases, egd_bias_scale)
 
 __all__ = ["train_many"]
@@ -321,14 +321,7 @@ class _Stack:
                 r1 = min(r0 + self.rows[l], n)
                 G, Sb = self.block[l][:, :r1 - r0], S[:, r0:r1]
                 xp.matmul(left[:, :, r0:r1].transpose(0, 2, 1), right, out=G)
-                if optimizer == "sgd":
-                    if decay <= 0:
-                        Sb *= decay
-                    Sb += G
-                else:
-                    G *= xp.sign(Sb)
-                    xp.exp(G, out=G)
-                    Sb *= G
+                _apply_update(xp, Sb, G, optimizer, decay)
                 if p is not None:
                     M = _abs_pow(Sb[:g], p, xp, out=G[:g])
                     fwd[l][:, r0:r1] = xp.matmul(M, w[l])[:, :, 0]

@@ -59,6 +59,9 @@ CHANGES = (
     Change("9c3a494c3eac290c", "cbdd9d374cd2d949",
            "train_many checks every history value like train; a Ctrl-C'd sweep does not wait on its pool",
            _never),
+    Change("cbdd9d374cd2d949", "419fb196b9c3cf3e",
+           "train and train_many share one function that writes a step into the weights (same arithmetic)",
+           _never),
 )
 
 

@@ -174,6 +174,20 @@ def egd_step(net: LayeredNet, grad_weights, grad_biases, lr: float, weight_decay
             b[...] = _eg_plus_minus(xp, b, grad_biases[l], lr, beta)
 
 
+def _apply_update(xp, S, G, optimizer, decay):
+    """Write one optimizer step into the stored weights ``S`` in place, given ``G`` (overwritten):
+    SGD adds ``G`` (``alpha`` times the gradient; a non-positive ``decay`` is applied here, not in
+    the scale), EGD multiplies by ``exp(sign(S) G)`` with ``G = -lr`` times the gradient."""
+    if optimizer == "sgd":
+        if decay <= 0:
+            S *= decay
+        S += G
+    else:
+        G *= xp.sign(S)
+        xp.exp(G, out=G)
+        S *= G
+
+
 class _StoredNet:
     """The network a training loop owns, kept so that gauge fixing and weight decay never rewrite it.
 
@@ -374,14 +388,7 @@ class _StoredNet:
             xp.matmul(left[:, r0:r1].T, right, out=G)            # alpha times the gradient rows
             if extra_weights is not None:
                 G += alpha * extra_weights[l][r0:r1]
-            if optimizer == "sgd":
-                if decay <= 0:
-                    S *= decay
-                S += G
-            else:
-                G *= xp.sign(S)
-                xp.exp(G, out=G)
-                S *= G
+            _apply_update(xp, S, G, optimizer, decay)
 
         self._products = self._blocked_pass(update)
         if decay > 0:
