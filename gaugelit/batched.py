@@ -34,7 +34,7 @@ from .gauge import _abs_pow, dead_units
 from .network import LayeredNet
 from .solvers import ConvergenceWarning, _algorithm1_in_log_domain, minnorm
 from .training import (TrainingDiverged, _check_settings, _check_targets, _apply_update, _eg_plus_minus,
-                       _on_device_of, _StoredNet, _trained_biases, egd_bias_scale)
+                       _fold, _on_device_of, _StoredNet, _trained_biases, egd_bias_scale)
 
 __all__ = ["train_many"]
 
@@ -122,21 +122,9 @@ class _Stack:
 
     def materialize(self):
         """Fold ``u`` and ``s`` into ``S`` and ``c`` for every model (``_StoredNet.materialize``)."""
-        xp = self.xp
         if self.u_zero and self.s == 1.0:
             return
-        e = [None] + [None if self.u_zero else xp.exp(u) for u in self.u] + [None]
-        for l, S in enumerate(self.S):
-            if e[l + 1] is not None:
-                xp.multiply(S, (self.s * e[l + 1])[:, :, None], out=S)
-                self.c[l] *= e[l + 1]
-                if l in self.beta:      # b+ and b- rescale with b, so beta does too
-                    self.beta[l] = self.beta[l] * e[l + 1]
-            elif self.s != 1.0:
-                S *= self.s
-            if e[l] is not None:
-                xp.divide(S, e[l][:, None, :], out=S)
-        self.u = [xp.zeros_like(u) for u in self.u]
+        _fold(self)
         self.s, self.u_zero = 1.0, True
         self.M_valid, self.products = False, None
 

@@ -62,6 +62,9 @@ CHANGES = (
     Change("cbdd9d374cd2d949", "419fb196b9c3cf3e",
            "train and train_many share one function that writes a step into the weights (same arithmetic)",
            _never),
+    Change("419fb196b9c3cf3e", "e84f17cba6bf2acb",
+           "train and train_many fold the factors into the weights with one function (same arithmetic)",
+           _never),
 )
 
 

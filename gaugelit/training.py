@@ -188,6 +188,25 @@ def _apply_update(xp, S, G, optimizer, decay):
         S *= G
 
 
+def _fold(stored):
+    """Fold the log-factors ``u`` and the scale ``s`` of a stored network into its weights ``S``,
+    biases ``c`` and EG+- scales ``beta``, in place, and set ``u`` to 0. The unit axis is the last,
+    so one function serves one network (``_StoredNet``) and a stack of them (``batched``)."""
+    xp = stored.xp
+    e = [None] + [None if stored.u_zero else xp.exp(u) for u in stored.u] + [None]
+    for l, S in enumerate(stored.S):
+        if e[l + 1] is not None:
+            xp.multiply(S, (stored.s * e[l + 1])[..., :, None], out=S)
+            stored.c[l] *= e[l + 1]
+            if l in stored.beta:       # b+ and b- rescale with b, so beta does too
+                stored.beta[l] = stored.beta[l] * e[l + 1]
+        elif stored.s != 1.0:
+            S *= stored.s
+        if e[l] is not None:
+            xp.divide(S, e[l][..., None, :], out=S)
+    stored.u = [xp.zeros_like(u) for u in stored.u]
+
+
 class _StoredNet:
     """The network a training loop owns, kept so that gauge fixing and weight decay never rewrite it.
 
@@ -236,21 +255,9 @@ class _StoredNet:
 
     def materialize(self) -> LayeredNet:
         """Fold ``u`` and ``s`` into ``S`` and ``c`` in place; return the true network."""
-        xp = self.xp
         if self.u_zero and self.s == 1.0:
             return self.net
-        e = [None] + [None if self.u_zero else xp.exp(u) for u in self.u] + [None]
-        for l, S in enumerate(self.S):
-            if e[l + 1] is not None:
-                xp.multiply(S, (self.s * e[l + 1])[:, None], out=S)
-                self.c[l] *= e[l + 1]
-                if l in self.beta:     # b+ and b- rescale with b, so beta does too
-                    self.beta[l] = self.beta[l] * e[l + 1]
-            elif self.s != 1.0:
-                S *= self.s
-            if e[l] is not None:
-                xp.divide(S, e[l][None, :], out=S)
-        self.u = [xp.zeros_like(u) for u in self.u]
+        _fold(self)
         self.s, self.u_zero, self._products = 1.0, True, None
         return self.net
 
