@@ -324,7 +324,8 @@ def test_solver_reads_views_and_rescales_in_place():
     torch.testing.assert_close(m.c2.weight, before["c2.weight"] * a2[:, None, None, None] / a1[None, :, None, None],
                                rtol=1e-15, atol=0)
     torch.testing.assert_close(m.c2.bias, before["c2.bias"] * a2, rtol=1e-15, atol=0)
-    torch.testing.assert_close(m.fc.weight, before["fc.weight"] / a2.repeat_interleave(4)[None, :], rtol=1e-15, atol=0)
+    torch.testing.assert_close(m.fc.weight, before["fc.weight"] / a2.repeat_interleave(4)[None, :],
+                               rtol=1e-15, atol=0)
 
 
 def _strided_copy(m, how):
@@ -350,7 +351,7 @@ def test_strided_weights_are_rescaled_where_they_lie(how):
     strided = [k for k, p in s.named_parameters() if not p.is_contiguous()]
     assert strided, "the copy must hold non-contiguous weights"
     ptrs = _ptrs(s)
-    x = torch.randn(3, 6, dtype=torch.float64) if how == "transposed" else torch.randn(3, 1, 10, 10, dtype=torch.float64)
+    x = torch.randn((3, 6) if how == "transposed" else (3, 1, 10, 10), dtype=torch.float64)
     r0 = minnorm_(m, 2.0, gamma_tol=1e-10, example_input=x)
     r = minnorm_(s, 2.0, gamma_tol=1e-10, example_input=x)
     assert _ptrs(s) == ptrs and r.iterations == r0.iterations
@@ -374,11 +375,13 @@ def test_half_precision_is_refused_by_name(dtype):
 def test_mixed_dtypes_and_devices_are_refused():
     m = mlp()
     m[2].float()
-    with pytest.raises(GaugeError, match=r"'0.weight' \(torch.float64\) and '2.weight' \(torch.float32\) differ in dtype"):
+    with pytest.raises(GaugeError, match=r"'0.weight' \(torch.float64\) and '2.weight' \(torch.float32\) "
+                                         r"differ in dtype"):
         minnorm_(m)
     m = mlp()
     m[4].to("meta")
-    with pytest.raises(GaugeError, match=r"'0.weight' \(on cpu\) and '4.weight' \(on meta\) lie on different devices"):
+    with pytest.raises(GaugeError, match=r"'0.weight' \(on cpu\) and '4.weight' \(on meta\) "
+                                         r"lie on different devices"):
         minnorm_(m)
     with pytest.raises(GaugeError, match=r"parameter '0.weight': tensors on meta are not supported"):
         minnorm_(mlp().to("meta"))
