@@ -18,7 +18,10 @@ import warnings
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="gaugelit.torch needs torch")
+try:
+    import torch
+except (ImportError, OSError) as e:   # not installed, or a build whose libraries do not load
+    pytest.skip(f"needs torch with CUDA and CuPy: torch does not import ({e})", allow_module_level=True)
 nn = torch.nn
 
 import gaugelit.torch as gt                                # noqa: E402
