@@ -7,6 +7,10 @@
 #   device-carry/data                        MNIST and Fashion-MNIST (.gz, checked by their hashes)
 #   device-carry/results.tar.gz              an earlier call's results (RESULTS=path), to resume
 # and check that the working tree plus the carried folder stays under the 64 MiB a call takes.
+# torch and CuPy are not carried: a CUDA build of torch alone is some GB, far over those 64 MiB,
+# and the CUDA image's python3 holds both (the device notes: torch 2.11.0+cu130, cupy-cuda13x
+# 14.2.0). The run's torch_cuda step (tests/test_torch_cuda.py) uses them and is skipped, saying
+# why, on a machine where torch sees no GPU or CuPy does not import.
 #
 #   bash bench/device_prep.sh [RESULTS=bench/out/device/results.tar.gz]
 set -eu -o pipefail

@@ -2,7 +2,9 @@
 # One prepared call on a GPU machine (issue 15): in this order, each step time-boxed, all of it
 # inside DEVICE_RUN_BUDGET seconds (default 510, under 9 minutes):
 #   1. the unit tests with CuPy as the backend, and a check that GAUGELIT_BACKEND=cupy puts arrays
-#      on the device;
+#      on the device; then gaugelit.torch on CUDA (tests/test_torch_cuda.py, step torch_cuda; its
+#      junit file goes with the logs), which needs the machine's own torch with CUDA and CuPy (not
+#      carried: see bench/device_prep.sh) and is skipped, saying why, where either is missing;
 #   2. the benchmark suite (rows 1-5; row 4 against torch on CUDA where torch is there);
 #   3. the MNIST and Fashion-MNIST paper grid with batched models (train_many), resumable: finished
 #      runs are skipped, and the results archive of an earlier call, carried back in, is unpacked
@@ -17,7 +19,8 @@
 #
 # Environment: GAUGELIT_CARRY (default device-carry/: wheels/{any,cpXY}/*.whl, data/,
 # results.tar.gz), OUT, PYTHON (default python3), DEVICE_RUN_BUDGET (seconds),
-# DEVICE_RUN_STEPS (default "tests bench grid nbval"; e.g. "grid" for a call that only resumes it).
+# DEVICE_RUN_STEPS (default "tests torch_cuda bench grid nbval"; e.g. "grid" for a call that only
+# resumes it).
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -27,7 +30,7 @@ CARRY=${GAUGELIT_CARRY:-$ROOT/device-carry}
 OUTDIR=${OUT:-$ROOT/bench/out/device}
 PY=${PYTHON:-python3}
 BUDGET=${DEVICE_RUN_BUDGET:-510}
-STEPS=" ${DEVICE_RUN_STEPS:-tests bench grid nbval} "
+STEPS=" ${DEVICE_RUN_STEPS:-tests torch_cuda bench grid nbval} "
 START=$(date +%s)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gaugelit-device-run.XXXXXX")
 mkdir -p "$OUTDIR" "$WORK/logs" "$WORK/bench"
@@ -63,7 +66,8 @@ if [ "$MODE" = gpu ]; then
     RESULTS=${GAUGELIT_RESULTS_DIR:-$ROOT/results}
     SCALE=paper
     GRID=(--scale paper --datasets mnist fashion-mnist)
-    TESTS=(tests --ignore=tests/test_device_run.py)   # that one runs this script on the CPU
+    # test_device_run runs this script on the CPU; test_torch_cuda has its own step (1b)
+    TESTS=(tests --ignore=tests/test_device_run.py --ignore=tests/test_torch_cuda.py)
     BENCH=(--backend cupy)
 else
     BACKEND=numpy
@@ -91,6 +95,24 @@ kind = type(net.weights[0]).__module__.split('.')[0]
 assert xp.__name__ == kind == '$BACKEND', (xp.__name__, kind)
 print('arrays on', kind, '-', gl.experiments.device_name(xp))"
     T_BACKEND="$RC($(last_line backend 'arrays on' | sed 's/arrays on //'))"
+fi
+
+# -- 1b. gaugelit.torch on CUDA: the same factors as on the CPU, in place, nothing through the host --
+# In CPU mode (and wherever torch sees no GPU or CuPy does not import) every test skips, and the
+# summary gives pytest's reason.
+T_TORCH=skipped
+if [[ $STEPS == *" torch_cuda "* ]]; then
+    run torch_cuda "$(box 120 240)" "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_torch_cuda.py \
+        --junitxml="$WORK/logs/torch_cuda.xml" -o junit_family=xunit1
+    counts=$(last_line torch_cuda 'passed|failed|error|skipped' | sed 's/=//g; s/^ *//; s/ in .*//')
+    why=$(grep -E '^SKIPPED' "$WORK/logs/torch_cuda.log" 2>/dev/null | grep -m1 'needs torch' \
+          | sed -E 's/^SKIPPED \[[0-9]+\] [^ ]+ //')
+    # all skipped: rc 0, or 5 (nothing collected) where the module itself skips (torch does not import)
+    if [[ $RC == ok || $RC == rc5 ]] && ! grep -qE 'passed|failed|error' <<<"$counts" && [ -n "$why" ]; then
+        T_TORCH="skipped($why)"
+    else
+        T_TORCH="$RC($counts)"
+    fi
 fi
 
 # -- 2. the benchmark suite --------------------------------------------------------------------
@@ -136,7 +158,8 @@ fi
 
 # -- pack: at most three archives and the summary ------------------------------------------------
 SECONDS_USED=$(( $(date +%s) - START ))
-SUMMARY="device_run $MODE ${SECONDS_USED}s: tests=$T_TESTS backend=$T_BACKEND bench=$T_BENCH grid=$T_GRID nbval=$T_NB"
+SUMMARY="device_run $MODE ${SECONDS_USED}s: tests=$T_TESTS backend=$T_BACKEND torch_cuda=$T_TORCH bench=$T_BENCH"
+SUMMARY="$SUMMARY grid=$T_GRID nbval=$T_NB"
 echo "$SUMMARY" >"$WORK/logs/summary.txt"
 [ -d "$RESULTS/$SCALE" ] && tar -czf "$OUTDIR/results.tar.gz" -C "$RESULTS" "$SCALE"
 tar -czf "$OUTDIR/bench.tar.gz" -C "$WORK" bench

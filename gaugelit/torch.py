@@ -16,11 +16,19 @@ A convolution's channel-level ``M`` sums ``|W|^p`` over its kernel; flatten maps
 block of columns in the next linear layer. An op this module does not know is an error naming the
 node and the op, never a guess. This module is a leaf: nothing in the gaugelit core imports it.
 
-CPU tensors reach the solver as NumPy views (no copy); CUDA tensors as CuPy arrays through DLPack
-(the same code with the array module swapped; untested here, as no GPU was available).
+Devices: one code path. Each weight reaches the solver as a zero-copy DLPack view in the array
+namespace of its device (``numpy.from_dlpack`` for CPU tensors, ``cupy.from_dlpack`` for CUDA
+tensors), the factors come back with ``torch.from_dlpack``, and weights, biases and optimizer state
+are rescaled by in-place torch ops on their own device; only the namespace differs. float32 and
+float64 are solved in their own precision; float16 and bfloat16 are refused (GaugeError naming the
+parameter). Tested on the CPU by tests/test_torch.py (views share the parameters' memory, data
+pointers unchanged, strided weights, dtypes); on CUDA by tests/test_torch_cuda.py, which runs only
+where torch sees a GPU and CuPy imports (the device run, bench/device_run.sh) -- not yet run: no GPU
+has been lent to the sessions that wrote this.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 from dataclasses import dataclass, field
@@ -316,20 +324,43 @@ def _flat(x: _Val) -> _Val:
 
 
 # -- arrays: NumPy views of CPU tensors, CuPy views of CUDA tensors (the same code) ---------------------
-def _as_array(t: torch.Tensor):
-    t = t.detach()
-    if t.device.type == "cuda":       # untested here: no GPU was available
-        import cupy
-        return cupy.from_dlpack(t)
-    if t.device.type != "cpu":
-        raise GaugeError(f"tensors on {t.device} are not supported (CPU through NumPy, CUDA through CuPy)")
-    return t.numpy()
+def _array_namespace(device: torch.device, where: str):
+    """The array module that views tensors on ``device``: NumPy for the CPU, CuPy for CUDA."""
+    if device.type == "cpu":
+        return np
+    if device.type == "cuda":
+        try:
+            import cupy
+        except ImportError as e:
+            raise GaugeError(f"{where}: tensors on {device} are solved with CuPy, which does not import "
+                             f"({e}); install the CuPy build of torch's CUDA (cupy-cuda12x or cupy-cuda13x), "
+                             "or move the model to the CPU") from e
+        return cupy
+    raise GaugeError(f"{where}: tensors on {device} are not supported (CPU through NumPy, CUDA through CuPy)")
 
 
-def _as_tensor(a, like: torch.Tensor) -> torch.Tensor:
-    if isinstance(a, np.ndarray):
-        return torch.from_numpy(a).to(device=like.device, dtype=like.dtype)
-    return torch.from_dlpack(a).to(device=like.device, dtype=like.dtype)
+def _on_device(device: torch.device):
+    """Make ``device``'s GPU CuPy's current device (CuPy allocates there and refuses arrays of
+    another GPU); nothing on the CPU."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    import cupy
+    return cupy.cuda.Device(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def _as_array(t: torch.Tensor, where: str):
+    """A zero-copy view of ``t`` in its device's array namespace (DLPack keeps the strides)."""
+    return _array_namespace(t.device, where).from_dlpack(t.detach())
+
+
+def _as_tensor(a, like: torch.Tensor, where: str) -> torch.Tensor:
+    """Solver factors ``a`` (NumPy or CuPy) as a tensor, zero-copy; they must already be on ``like``'s
+    device in its dtype -- a host-device copy here would mean the solver ran on the wrong device."""
+    t = torch.from_dlpack(a)
+    if t.device != like.device or t.dtype != like.dtype:
+        raise GaugeError(f"{where}: the solver's factors are {t.dtype} on {t.device}, the parameter "
+                         f"{like.dtype} on {like.device} (a bug in gaugelit.torch: please report it)")
+    return t
 
 
 class _Model:
@@ -351,7 +382,32 @@ class _Model:
         if not plan.layers:
             raise GaugeError(f"{type(model).__name__} has no nn.Linear or nn.Conv layer to rescale")
 
+    def params(self):
+        """``[(name, tensor)]``: every layer's weight and bias, named as in ``model.state_dict()``."""
+        return [(f"{layer.name}.{kind}", t) for layer in self.plan.layers
+                for kind, t in (("weight", layer.module.weight), ("bias", layer.module.bias)) if t is not None]
+
+    def device(self) -> torch.device:
+        """The one device and dtype of all rescaled parameters, checked; returns the device."""
+        params = self.params()
+        first, t0 = params[0]
+        for name, t in params:
+            if t.dtype not in (torch.float32, torch.float64):
+                raise GaugeError(f"parameter {name!r}: dtype {t.dtype} is not supported; the gauge is "
+                                 "solved in float32 or float64 (NumPy has no bfloat16, and float16's range "
+                                 "is too narrow for the factors): convert the model with .float() or .double()")
+            if t.dtype != t0.dtype:
+                raise GaugeError(f"parameters {first!r} ({t0.dtype}) and {name!r} ({t.dtype}) differ in "
+                                 "dtype; convert the model to one with .float() or .double()")
+            if t.device != t0.device:
+                raise GaugeError(f"parameters {first!r} (on {t0.device}) and {name!r} (on {t.device}) lie on "
+                                 "different devices; move the model to one with .to(device)")
+        _array_namespace(t0.device, f"parameter {first!r}")
+        return t0.device
+
     def graph(self) -> GaugeGraph:
+        """The gauge graph, its blocks zero-copy views of the weights; call it under ``_on_device``."""
+        self.device()
         plan, g = self.plan, GaugeGraph()
         self.group_of = {}
         for r in self.order:
@@ -360,11 +416,7 @@ class _Model:
             self.group_of[r] = g.add_group(label, plan.size[r], free=plan.reason[r] is None,
                                            reason=plan.reason[r])
         for layer in plan.layers:
-            W = layer.module.weight
-            if W.dtype not in (torch.float32, torch.float64):
-                raise GaugeError(f"module {layer.name!r}: dtype {W.dtype} is not supported; use float32 "
-                                 "or float64")
-            A = _as_array(W)
+            A = _as_array(layer.module.weight, f"parameter '{layer.name}.weight'")
             n_out = A.shape[0]
             C = sum(n for _, n in layer.src.segs)
             if layer.flat:
@@ -387,9 +439,10 @@ class _Model:
         """Per layer: (row factors a_out, column factors a_in per input column), as tensors."""
         plan, out = self.plan, []
         for layer in self.plan.layers:
-            W = layer.module.weight
-            row = _as_tensor(factors[self.group_of[plan.root(layer.dst)]], W)
-            col = torch.cat([_as_tensor(factors[self.group_of[plan.root(g)]], W) for g, _ in layer.src.segs])
+            W, where = layer.module.weight, f"parameter '{layer.name}.weight'"
+            row = _as_tensor(factors[self.group_of[plan.root(layer.dst)]], W, where)
+            col = torch.cat([_as_tensor(factors[self.group_of[plan.root(g)]], W, where)
+                             for g, _ in layer.src.segs])
             if layer.flat:
                 col = col.repeat_interleave(W.shape[1] // col.numel())
             shape = (1, -1) + (1,) * (W.dim() - 2)
@@ -492,7 +545,9 @@ def fold_batchnorm_(model: nn.Module) -> list:
 
 def gauge_graph(model: nn.Module) -> GaugeGraph:
     """The gauge graph of ``model`` (groups named by their layers; fixed groups with the reason)."""
-    return _Model(model).graph()
+    tm = _Model(model)
+    with _on_device(tm.device()):
+        return tm.graph()
 
 
 def minnorm_(model: nn.Module, p: float = 2.0, *, method: str | None = None, delta: float = 1e-3,
@@ -502,6 +557,9 @@ def minnorm_(model: nn.Module, p: float = 2.0, *, method: str | None = None, del
 
     Arguments as :func:`gaugelit.minnorm`. Returns its result with ``.net = model``, ``.factors`` and
     ``.dead_units`` per group of ``.graph``, and ``.fixed_units``: ``(group, channels, reason)``.
+    The model's parameters must share one device and dtype (float32 or float64); the solver runs
+    there, so ``.factors`` are NumPy arrays for a CPU model and CuPy arrays for a CUDA model, and the
+    blocks of ``.graph`` are views of the weights (they show the rescaled weights afterwards).
     With ``example_input`` the outputs before and after are compared (relative 1e-10 in float64,
     1e-4 in float32); if they differ, the weights are restored and :class:`GaugeError` is raised.
     ``fold_batchnorm=True`` first folds eval-mode batch normalisations into the layers before them
@@ -510,8 +568,9 @@ def minnorm_(model: nn.Module, p: float = 2.0, *, method: str | None = None, del
     if fold_batchnorm:
         fold_batchnorm_(model)
     tm = _traced or _Model(model)
-    graph = tm.graph()
-    res = minnorm_graph(graph, p, method=method, delta=delta, gamma_tol=gamma_tol, max_iter=max_iter)
+    with _on_device(tm.device()):                  # the solver's arrays on the parameters' device
+        graph = tm.graph()
+        res = minnorm_graph(graph, p, method=method, delta=delta, gamma_tol=gamma_tol, max_iter=max_iter)
     before = saved = None
     if example_input is not None:
         was_training = model.training

@@ -2,6 +2,7 @@
 kept from rotting. It must pack at most a few archives that the GPU machine's limits let back
 (8 files of 16 MiB), print one summary line, and resume its grid from a carried results archive."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,16 @@ def test_cpu_mode_runs_every_step_packs_archives_and_resumes(tmp_path):
     [summary] = device_run(tmp_path, out, carry)
     assert summary.startswith("device_run cpu ") and "tests=ok(" in summary and "passed" in summary
     assert "backend=ok(numpy - CPU:" in summary and "bench=ok" in summary and "nbval=skipped" in summary
+    # gaugelit.torch on CUDA: here every test skips (no GPU, or no torch) and the summary says why
+    try:
+        import torch
+        gpu = torch.cuda.is_available()
+    except ImportError:
+        gpu = False
+    if gpu:
+        assert re.search(r"torch_cuda=ok\(\d+ passed", summary), summary
+    else:
+        assert "torch_cuda=skipped(needs torch with CUDA and CuPy: " in summary
     files = sorted(p.name for p in out.iterdir())
     assert len(files) <= 8 and all((out / f).stat().st_size < 16 << 20 for f in files)
     assert {"bench.tar.gz", "logs.tar.gz", "summary.txt"} <= set(files)
@@ -39,7 +50,8 @@ def test_cpu_mode_runs_every_step_packs_archives_and_resumes(tmp_path):
     with tarfile.open(out / "bench.tar.gz") as tar:
         assert "bench/bench-cpu.json" in tar.getnames()
     with tarfile.open(out / "logs.tar.gz") as tar:
-        assert {"logs/tests.log", "logs/backend.log", "logs/bench.log"} <= set(tar.getnames())
+        assert {"logs/tests.log", "logs/backend.log", "logs/bench.log", "logs/torch_cuda.log",
+                "logs/torch_cuda.xml"} <= set(tar.getnames())
     try:
         fetch_dataset("mnist", download=False)
     except DataFileMissing:
@@ -53,3 +65,4 @@ def test_cpu_mode_runs_every_step_packs_archives_and_resumes(tmp_path):
     shutil.copy(out / "results.tar.gz", carry / "results.tar.gz")
     [again] = device_run(tmp_path, tmp_path / "out2", carry, DEVICE_RUN_STEPS="grid")
     assert "grid=ok(2/2 finished, +0 in this call)" in again and "tests=skipped" in again
+    assert "torch_cuda=skipped " in again

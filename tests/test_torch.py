@@ -293,3 +293,107 @@ def test_batchnorm_fixed_or_folded():
     assert isinstance(m.bn, nn.Identity) and m.c1.bias is not None
     assert all(reason != "feeds BatchNorm2d 'bn'" for _, _, reason in r.fixed_units)
     torch.testing.assert_close(m(x), y0, rtol=1e-10, atol=1e-12)
+
+
+# -- arrays: parameters reach the solver as zero-copy DLPack views and are rescaled in place ------------
+def _ptrs(model):
+    return {k: (p.data_ptr(), p.stride()) for k, p in model.named_parameters()}
+
+
+def test_solver_reads_views_and_rescales_in_place():
+    """The CPU half of the one code path (the CUDA half: tests/test_torch_cuda.py): np.from_dlpack
+    views share the parameters' memory, the graph's blocks are those views, and minnorm_ writes
+    into the parameters' own storage."""
+    import gaugelit.torch as gt
+    m = CNN().double()
+    W = m.c2.weight
+    A = gt._as_array(W, "c2.weight")
+    assert type(A) is np.ndarray and A.dtype == np.float64 and A.shape == tuple(W.shape)
+    assert A.__array_interface__["data"][0] == W.data_ptr() and np.shares_memory(A, W.detach().numpy())
+    before, ptrs = _weights(m), _ptrs(m)
+    x = torch.randn(2, 1, 10, 10, dtype=torch.float64)
+    r = minnorm_(m, 2.0, gamma_tol=1e-10, example_input=x)
+    assert _ptrs(m) == ptrs                                       # no parameter was replaced
+    params = dict(m.named_parameters())
+    for b in r.graph.blocks:                                      # the graph read the live weights
+        assert np.shares_memory(b.weight, params[f"{b.name}.weight"].detach().numpy())
+    assert all(type(a) is np.ndarray and a.dtype == np.float64 for a in r.factors)
+    # and the parameters hold exactly W a_out / a_in with the factors the solver returned
+    g = {grp.name: a for grp, a in zip(r.graph.groups, r.factors)}
+    a1, a2 = torch.from_numpy(g["c1"]), torch.from_numpy(g["c2"])
+    torch.testing.assert_close(m.c2.weight, before["c2.weight"] * a2[:, None, None, None] / a1[None, :, None, None],
+                               rtol=1e-15, atol=0)
+    torch.testing.assert_close(m.c2.bias, before["c2.bias"] * a2, rtol=1e-15, atol=0)
+    torch.testing.assert_close(m.fc.weight, before["fc.weight"] / a2.repeat_interleave(4)[None, :],
+                               rtol=1e-15, atol=0)
+
+
+def _strided_copy(m, how):
+    """The same model with every weight stored non-contiguously: a transposed or channels-last view."""
+    import copy
+    s = copy.deepcopy(m)
+    for mod in s.modules():
+        if isinstance(mod, nn.Linear) and how == "transposed":
+            W = mod.weight.detach()
+            mod.weight = nn.Parameter(W.t().contiguous().t())       # (out, in) with strides (1, out)
+            assert not mod.weight.is_contiguous() and torch.equal(mod.weight, W)
+    if how == "channels_last":
+        s = s.to(memory_format=torch.channels_last)
+    return s
+
+
+@pytest.mark.parametrize("how", ["transposed", "channels_last"])
+def test_strided_weights_are_rescaled_where_they_lie(how):
+    """DLPack hands the solver the strides; the rescaled values must land on the right entries."""
+    torch.manual_seed(8)
+    m = mlp(seed=8) if how == "transposed" else CNN().double()
+    s = _strided_copy(m, how)
+    strided = [k for k, p in s.named_parameters() if not p.is_contiguous()]
+    assert strided, "the copy must hold non-contiguous weights"
+    ptrs = _ptrs(s)
+    x = torch.randn((3, 6) if how == "transposed" else (3, 1, 10, 10), dtype=torch.float64)
+    r0 = minnorm_(m, 2.0, gamma_tol=1e-10, example_input=x)
+    r = minnorm_(s, 2.0, gamma_tol=1e-10, example_input=x)
+    assert _ptrs(s) == ptrs and r.iterations == r0.iterations
+    for (k, p0), (_, p) in zip(m.named_parameters(), s.named_parameters()):
+        torch.testing.assert_close(p, p0, rtol=1e-13, atol=0, msg=k)
+    assert r.output_change < 1e-10
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_is_refused_by_name(dtype):
+    m = mlp().to(dtype)
+    before = _weights(m)
+    with pytest.raises(GaugeError, match=rf"parameter '0.weight': dtype {dtype} is not supported.*\.float\(\)"):
+        minnorm_(m)
+    with pytest.raises(GaugeError, match="is not supported"):
+        GaugeFix(m)()
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_mixed_dtypes_and_devices_are_refused():
+    m = mlp()
+    m[2].float()
+    with pytest.raises(GaugeError, match=r"'0.weight' \(torch.float64\) and '2.weight' \(torch.float32\) "
+                                         r"differ in dtype"):
+        minnorm_(m)
+    m = mlp()
+    m[4].to("meta")
+    with pytest.raises(GaugeError, match=r"'0.weight' \(on cpu\) and '4.weight' \(on meta\) "
+                                         r"lie on different devices"):
+        minnorm_(m)
+    with pytest.raises(GaugeError, match=r"parameter '0.weight': tensors on meta are not supported"):
+        minnorm_(mlp().to("meta"))
+
+
+def test_cuda_without_cupy_is_a_clear_error():
+    import gaugelit.torch as gt
+    try:
+        import cupy                                              # noqa: F401
+        pytest.skip("CuPy imports here")
+    except ImportError:
+        pass
+    with pytest.raises(GaugeError, match=r"parameter 'fc.weight': tensors on cuda:0 are solved with CuPy, "
+                                         r"which does not import"):
+        gt._array_namespace(torch.device("cuda", 0), "parameter 'fc.weight'")
