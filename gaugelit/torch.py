@@ -348,6 +348,20 @@ def _on_device(device: torch.device):
     return cupy.cuda.Device(device.index if device.index is not None else torch.cuda.current_device())
 
 
+@contextlib.contextmanager
+def _full_float32():
+    """TF32 off while the function check runs: CUDA convolutions and matmuls in TF32 round float32
+    inputs to 10 mantissa bits (about 1e-3), which a rescaling changes, so the check would compare
+    rounding, not functions. No effect on the CPU; the flags are restored."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = cudnn.allow_tf32, matmul.allow_tf32
+    cudnn.allow_tf32 = matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = saved
+
+
 def _as_array(t: torch.Tensor, where: str):
     """A zero-copy view of ``t`` in its device's array namespace (DLPack keeps the strides)."""
     return _array_namespace(t.device, where).from_dlpack(t.detach())
@@ -575,13 +589,13 @@ def minnorm_(model: nn.Module, p: float = 2.0, *, method: str | None = None, del
     if example_input is not None:
         was_training = model.training
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), _full_float32():
             before = model(example_input)
         saved = [(l.module.weight.detach().clone(), None if l.module.bias is None else l.module.bias.detach().clone())
                  for l in tm.plan.layers]
     _apply(tm, res.factors, _optimizer)
     if example_input is not None:
-        with torch.no_grad():
+        with torch.no_grad(), _full_float32():
             after = model(example_input)
         model.train(was_training)
         err, tol = _max_rel_change(before, after), _tolerance(tm.plan.layers[0].module.weight.dtype)

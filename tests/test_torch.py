@@ -397,3 +397,23 @@ def test_cuda_without_cupy_is_a_clear_error():
     with pytest.raises(GaugeError, match=r"parameter 'fc.weight': tensors on cuda:0 are solved with CuPy, "
                                          r"which does not import"):
         gt._array_namespace(torch.device("cuda", 0), "parameter 'fc.weight'")
+
+
+def test_function_check_runs_without_tf32_and_restores_the_flags():
+    """minnorm_(example_input=...) runs both forward passes with TF32 off (on a GPU TF32 rounds
+    float32 to ~1e-3, more than the check's tolerance), and leaves the user's flags as they were."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = cudnn.allow_tf32, matmul.allow_tf32
+    seen = []
+    m = CNN()
+    m.register_forward_hook(lambda *_: seen.append((cudnn.allow_tf32, matmul.allow_tf32)))
+    try:
+        cudnn.allow_tf32 = matmul.allow_tf32 = True
+        minnorm_(m, example_input=torch.randn(2, 1, 10, 10))
+        assert seen == [(False, False), (False, False)]
+        assert cudnn.allow_tf32 and matmul.allow_tf32
+        with pytest.raises(RuntimeError, match="conv2d"):      # restored when the forward fails too
+            minnorm_(m, example_input=torch.randn(2, 3))
+        assert cudnn.allow_tf32 and matmul.allow_tf32
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = saved
