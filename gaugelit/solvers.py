@@ -353,8 +353,9 @@ def minnorm(net: LayeredNet, p: float = 2.0, *, method: str | None = None, delta
         M, u0, log_scale, st = _robust_start(net, p)
     step_fn = _block_step if method == "block" else _multiplicative_step
     while True:
-        mass0 = st.layer_objectives()
-        objective, gamma = [_scaled(sum(mass0), log_scale, p)], [st.gamma()]
+        with _quiet(xp):
+            mass0 = st.layer_objectives()
+            objective, gamma = [_scaled(sum(mass0), log_scale, p)], [st.gamma()]
         converged, it, failed = False, 0, False
         while True:
             if gamma_tol is not None and gamma[-1] < gamma_tol:
@@ -362,11 +363,11 @@ def minnorm(net: LayeredNet, p: float = 2.0, *, method: str | None = None, delta
                 break
             if it >= max_iter:
                 break
-            with _quiet(xp):
+            with _quiet(xp):               # factors out of range show as non-finite records below
                 step = step_fn(st)
-            it += 1
-            objective.append(_scaled(st.objective(), log_scale, p))
-            gamma.append(st.gamma())
+                it += 1
+                objective.append(_scaled(st.objective(), log_scale, p))
+                gamma.append(st.gamma())
             if not (math.isfinite(objective[-1]) and math.isfinite(step) and math.isfinite(gamma[-1])):
                 failed = True
                 break
