@@ -94,6 +94,22 @@ def test_minnorm_of_an_extreme_gauge_is_the_moderate_answer(seed, spread, p, dea
     assert_same_function(res.net, extreme, X, 1e-12)
 
 
+def test_minnorm_float32_weights_whose_square_underflows_weigh_at_the_minimum():
+    """Defect: a float32 network in a gauge 1e+-9 per unit, 1e+-9 per layer, p = 2: the smallest weights
+    (2e-26) square to 0 in float32 while every unit's sums are fine, but at the minimum they weigh
+    in the objective. minnorm answered with converged=True and gamma 5e-6, reporting an objective
+    5.6% below the minimum for a network 3.1% above it."""
+    seed, net = 9352, small_net(9352)
+    rng = np.random.default_rng(seed + 1)
+    u = [LN10 * (rng.uniform(-8.65, 8.65) + rng.uniform(-1, 1, n) * 8.95) for n in net.sizes[1:-1]]
+    extreme = in_logs(net, u, "float32")
+    ref = gl.minnorm(net, 2.0, gamma_tol=1e-9)
+    res = gl.minnorm(extreme, 2.0, gamma_tol=1e-5)
+    assert res.converged
+    np.testing.assert_allclose(res.objective[-1], ref.objective[-1], rtol=1e-6)
+    np.testing.assert_allclose(gl.pnorm(res.net, 2.0), ref.objective[-1], rtol=1e-5)
+
+
 def test_minnorm_float32_unit_far_below_the_rest_and_layers_1e170_apart():
     """The two examples of the issue: a float32 unit whose outgoing weights are 1e-23 times the
     rest, and [W0 * 1e170, W1, W2 * 1e-170] (the same function as W)."""
