@@ -353,8 +353,9 @@ def minnorm(net: LayeredNet, p: float = 2.0, *, method: str | None = None, delta
         M, u0, log_scale, st = _robust_start(net, p)
     step_fn = _block_step if method == "block" else _multiplicative_step
     while True:
-        mass0 = st.layer_objectives()
-        objective, gamma = [_scaled(sum(mass0), log_scale, p)], [st.gamma()]
+        with _quiet(xp):
+            mass0 = st.layer_objectives()
+            objective, gamma = [_scaled(sum(mass0), log_scale, p)], [st.gamma()]
         converged, it, failed = False, 0, False
         while True:
             if gamma_tol is not None and gamma[-1] < gamma_tol:
@@ -362,25 +363,34 @@ def minnorm(net: LayeredNet, p: float = 2.0, *, method: str | None = None, delta
                 break
             if it >= max_iter:
                 break
-            with _quiet(xp):
+            with _quiet(xp):               # factors out of range show as non-finite records below
                 step = step_fn(st)
-            it += 1
-            objective.append(_scaled(st.objective(), log_scale, p))
-            gamma.append(st.gamma())
+                it += 1
+                objective.append(_scaled(st.objective(), log_scale, p))
+                gamma.append(st.gamma())
             if not (math.isfinite(objective[-1]) and math.isfinite(step) and math.isfinite(gamma[-1])):
                 failed = True
                 break
             if gamma_tol is None and step < delta:
                 converged = True
                 break
-        if not failed:
+        # The products must be right at the answer, not only at the start: entries of M that
+        # underflowed there, or sums that underflow here, would make the objective and gamma those
+        # of another F -- small gamma, wrong answer, no warning.
+        lost = not failed and (_unhealthy_layer(st) is not None or _lost_entries_matter(st, M, net.weights))
+        if not (failed or lost):
             break
         if u0 is None:
-            # |W|^p was fine at the start but the factors grew out of the dtype's range on the way
-            # (layers or units many decades apart): solve again from the prebalanced copy.
+            # |W|^p was fine at the start but the factors grew out of the dtype's range on the way,
+            # or weights negligible at the start weigh at the answer (layers or units many decades
+            # apart): solve again from the prebalanced copy.
             del M, st
             M, u0, log_scale, st = _robust_start(net, p)
             continue
+        if lost:    # not seen in tests: the prebalanced copy keeps what weighs at the minimum
+            raise FloatingPointError(
+                f"minnorm: near the minimum, weights too small for |W|^p to hold in float64 at "
+                f"p={p:g} weigh in the objective; the answer cannot be computed (use a p closer to 1)")
         # name the layer: factors out of the dtype's range raise in _factors
         _factors([a + b for a, b in zip(u0, st.u[1:-1])], net.dtype, xp, p)
         k = _unhealthy_layer(st) or 1
@@ -458,6 +468,31 @@ def _unhealthy_layer(st: _LogScales):
     if not bool(bad.any()):
         return None
     return int(xp.argmax(bad)) + 1
+
+
+def _lost_entries_matter(st: _LogScales, M, weights) -> bool:
+    """Whether entries of ``M`` below the smallest normal float (``|W|^p`` of a nonzero weight flushed
+    to 0, or kept with a subnormal's few digits) may weigh in a live unit's sums at the current ``u``.
+
+    At ``u = 0`` such an entry is negligible next to sums ``>= tiny/eps`` (:func:`_healthy`); at the
+    minimum of an extreme gauge the factors are up to ~1e300 apart and it need not be. Each lost
+    entry changes ``r_i`` by less than ``tiny exp(-p u_j)`` and ``s_j`` by less than
+    ``tiny exp(p u_i)``: when every unit's sums exceed ``n`` times that by ``1/eps`` (the common case,
+    decided on the sums at hand), nothing matters; otherwise one pass over ``M`` looks for them."""
+    xp, p, u = st.xp, st.p, st.u
+    info = np.finfo(M[0].dtype)
+    tiny, log_floor = float(info.tiny), math.log(float(info.tiny) / float(info.eps))
+    margins = []
+    with _quiet(xp):
+        for k in range(1, st.L):
+            r, s = _unit_sums(st, k)
+            lo = 0.0 if u[k - 1] is None else xp.minimum(u[k - 1].min(), 0)
+            hi = 0.0 if u[k + 1] is None else xp.maximum(u[k + 1].max(), 0)
+            margins.append(xp.minimum(xp.log(r.min()) + p * lo - math.log(M[k - 1].shape[1]),
+                                      xp.log(s.min()) - p * hi - math.log(M[k].shape[0])))
+        if bool((xp.stack(margins) >= log_floor).all()):          # one host sync for all layers
+            return False
+        return any(bool(m.min() < tiny) and bool(((m < tiny) & (W != 0)).any()) for m, W in zip(M, weights))
 
 
 def _healthy(st: _LogScales) -> bool:
