@@ -65,6 +65,10 @@ CHANGES = (
     Change("419fb196b9c3cf3e", "e84f17cba6bf2acb",
            "train and train_many fold the factors into the weights with one function (same arithmetic)",
            _never),
+    Change("e84f17cba6bf2acb", "9a4149229e450f37",
+           "minnorm re-solves from its prebalanced copy when |W|^p entries that underflowed weigh at the "
+           "answer (extreme gauges; the same iterates otherwise)",
+           _never),
 )
 
 
