@@ -28,6 +28,7 @@ import warnings
 
 import numpy as np
 
+from .gauge import _quiet
 from .graph import GaugeGraph
 from .network import check_p
 
@@ -64,6 +65,11 @@ def colour_groups(graph: GaugeGraph):
     return classes
 
 
+def _nan_max(a: float, b: float) -> float:
+    """``max`` that keeps a NaN (Python's ``max(0.0, nan)`` is 0.0)."""
+    return b if (b != b or b > a) else a
+
+
 def _lse(terms):
     """log sum_k exp(c_k) y_k for scalars c_k and arrays y_k >= 0 (same shape): (scalar, array)."""
     if not terms:
@@ -98,17 +104,22 @@ def _block_M(w, p: float, xp):
 
 
 class _GraphState:
-    def __init__(self, graph: GaugeGraph, p: float):
+    def __init__(self, graph: GaugeGraph, p: float, offsets=None):
         xp, self.p, self.graph = graph.xp, p, graph
         self.xp = xp
         G = len(graph.groups)
         dt = graph.dtype
         self.free = [grp.free for grp in graph.groups]
         self.M, self.c = [], []
-        for b in graph.blocks:
+        for k, b in enumerate(graph.blocks):
             m, c = _block_M(b.weight, p, xp)
             self.M.append(m)
-            self.c.append(c)
+            self.c.append(c + (0.0 if offsets is None else p * offsets[k]))
+        # blocks where |W/max|^p of a nonzero weight fell below the smallest normal float (flushed
+        # to 0 or kept with a subnormal's few digits): negligible at the start, not always at the end
+        tiny = float(np.finfo(dt).tiny)
+        self.lost = [bool(float(m.min()) < tiny) and bool(((m < tiny) & (b.weight != 0).any(axis=2)).any())
+                     for m, b in zip(self.M, graph.blocks)]
         self.size = [float(m.size) for m in self.M]
         self.total = max(sum(self.size), 1.0)
         self.ins = [[] for _ in range(G)]
@@ -125,6 +136,7 @@ class _GraphState:
         self.fwd_dead = [None] * len(self.M)
         self.bwd_dead = [None] * len(self.M)
         self.refresh(range(len(self.M)), range(len(self.M)))
+        self.sums_lost = False
         self._find_dead()
 
     # -- dead units: a free unit whose every incoming or every outgoing weight is 0 --------------
@@ -150,6 +162,8 @@ class _GraphState:
             dead = ~(rin & rout)
             if bool(dead.any()):
                 self.live[g] = ~dead
+            if bool((((r == 0) | (s == 0)) & ~dead).any()):   # a live unit whose sums underflowed
+                self.sums_lost = True
         if any(l is not None for l in self.live):
             for k, b in enumerate(self.graph.blocks):   # dead units never move: constant products
                 if self.live[b.src] is not None:
@@ -223,7 +237,7 @@ class _GraphState:
             du = (self.v[g] - v0[g]).astype(np.float64) + (self.t[g] - t0[g])
             if self.live[g] is not None:
                 du = xp.where(self.live[g], du, 0)
-            worst = max(worst, float(xp.abs(xp.expm1(du)).max()))
+            worst = _nan_max(worst, float(xp.abs(xp.expm1(du)).max()))
         return worst
 
     # -- records ----------------------------------------------------------------------------------
@@ -245,12 +259,16 @@ class _GraphState:
             val = float(rows.astype(np.float64) @ y.astype(np.float64))
             if val > 0:
                 out.append(c + math.log(val))
+            elif not val == 0.0:                        # NaN: let the objective say so
+                out.append(math.nan)
         return out
 
     def objective(self) -> float:
         logs = [x for k in range(len(self.M)) for x in self._block_terms(k)]
         if not logs:
             return 0.0
+        if any(math.isnan(x) for x in logs):
+            return math.nan
         m = max(logs)
         log_total = m + math.log(sum(math.exp(x - m) for x in logs))
         # the starting point may lie beyond float64 (|W|^p of a layer overflows); minnorm_graph
@@ -269,7 +287,7 @@ class _GraphState:
             ratio = xp.abs(xp.tanh(self.p * x))
             if self.live[g] is not None:
                 ratio = xp.where(self.live[g], ratio, 0)
-            worst = max(worst, float(ratio.max()))
+            worst = _nan_max(worst, float(ratio.max()))
         return worst
 
     # -- the exact shift: one common log-scale per free group --------------------------------------
@@ -344,6 +362,55 @@ class _GraphState:
         for g, n in idx.items():
             self.t[g] += z[n] / p
 
+    def log_u_range(self, g):
+        """``(min u, max u)`` over group g's units (fixed and dead units have ``u = 0``)."""
+        xp = self.xp
+        if not self.free[g]:
+            return 0.0, 0.0
+        v = self.v[g] if self.live[g] is None else xp.where(self.live[g], self.v[g], -self.t[g])
+        return float(v.min()) + self.t[g], float(v.max()) + self.t[g]
+
+    def lost_entries_matter(self) -> list:
+        """Names of blocks whose lost entries (``self.lost``) may change a live unit's sums by more
+        than a factor of eps at the current factors. A lost entry of block k is below
+        ``exp(c_k) tiny``; it adds at most ``exp(c_k) tiny exp(-p u_j)`` to ``r_i`` and
+        ``exp(c_k) tiny exp(p u_i)`` to ``s_j``, which is compared with the smallest such sum."""
+        xp, p = self.xp, self.p
+        info = np.finfo(self.M[0].dtype)
+        log_tiny, log_eps = math.log(float(info.tiny)), math.log(float(info.eps))
+        out = []
+        with _quiet(xp):                          # a vanished sum is log 0 = -inf: it matters
+            for k, b in enumerate(self.graph.blocks):
+                if self.lost[k] and self._lost_block_matters(k, log_tiny, log_eps):
+                    out.append(b.name)
+        return out
+
+    def _lost_block_matters(self, k, log_tiny, log_eps) -> bool:
+        xp, p, b = self.xp, self.p, self.graph.blocks[k]
+        n_dst, n_src = self.M[k].shape
+        worst = -math.inf            # log of the largest relative change of a live unit's sum
+        for g, side in ((b.dst, "r"), (b.src, "s")):
+            if not self.free[g]:
+                continue
+            C, y = self.log_r(g) if side == "r" else self.log_s(g)
+            y = y if self.live[g] is None else xp.where(self.live[g], y, xp.inf)
+            # the lost entry's largest factor: exp(-p u_src) on r, exp(p u_dst) on s
+            log_n, log_e = ((math.log(n_src), -p * self.log_u_range(b.src)[0]) if side == "r" else
+                            (math.log(n_dst), p * self.log_u_range(b.dst)[1]))
+            worst = _nan_max(worst, self.c[k] + log_tiny + log_n + log_e - (C + float(xp.log(y.min()))))
+        return not worst < log_eps
+
+    def log_factors(self):
+        """Per group, ``u = log a`` in float64 (0 for fixed and dead units)."""
+        xp, out = self.xp, []
+        for g, grp in enumerate(self.graph.groups):
+            if not grp.free:
+                out.append(xp.zeros(grp.size, dtype=np.float64))
+                continue
+            u = self.v[g].astype(np.float64) + self.t[g]
+            out.append(u if self.live[g] is None else xp.where(self.live[g], u, 0.0))
+        return out
+
     def factors(self):
         xp, out = self.xp, []
         for g, grp in enumerate(self.graph.groups):
@@ -408,6 +475,11 @@ def minnorm_graph(graph: GaugeGraph, p: float = 2.0, *, method: str | None = Non
 
     ``.factors[g]`` holds group g's factors (ones for fixed groups), ``.dead_units[g]`` its dead units,
     ``.net`` the rescaled network when the graph knows how to build it (``graph.rescaled``), else None.
+
+    Weights whose ``|W|^p`` underflows next to their block's largest are negligible at the start but
+    can weigh at the minimum of an extreme gauge (units many decades apart): when they may, the
+    solve is repeated on a prebalanced float64 copy of the graph (``iterations`` and the records
+    are then the repeat's, ``passes`` the sum), and if they still may, FloatingPointError.
     """
     from .solvers import METHODS
     p = check_p(p)
@@ -419,39 +491,28 @@ def minnorm_graph(graph: GaugeGraph, p: float = 2.0, *, method: str | None = Non
     if gamma_tol is not None and not (gamma_tol > 0):
         raise ValueError(f"gamma_tol must be > 0, got {gamma_tol}")
     graph.check()
-    st = _GraphState(graph, p)
-    classes = colour_groups(graph)
-    selfloop = {b.src for b in graph.blocks if b.src == b.dst}
-    if method == "enorm-style":
-        step_fn = lambda: _enorm_sweep(st, selfloop)                       # noqa: E731
-    elif method == "block":
-        step_fn = lambda: _block_step(st, classes, selfloop)               # noqa: E731
-    else:
-        step_fn = lambda: _multiplicative_step(st)                         # noqa: E731
-    objective, gamma = [st.objective()], [st.gamma()]
-    converged, it = False, 0
-    while True:
-        if gamma_tol is not None and gamma[-1] < gamma_tol:
-            converged = True
-            break
-        if it >= max_iter:
-            break
-        step = step_fn()
-        it += 1
-        objective.append(st.objective())
-        gamma.append(st.gamma())
-        if not (math.isfinite(objective[-1]) and math.isfinite(step)):
+    st, objective, gamma, it, converged = _solve(graph, p, method, delta, gamma_tol, max_iter)
+    xp, passes, u = graph.xp, st.passes, None
+    if converged is None or (any(st.lost) and st.lost_entries_matter()):
+        # values out of range, or weights negligible at the start that weigh at the answer
+        copy, u, offsets = _prebalanced(graph)
+        st, objective, gamma, it, converged = _solve(copy, p, method, delta, gamma_tol, max_iter, offsets)
+        passes += st.passes
+        if converged is None:
             raise FloatingPointError(f"minnorm: non-finite objective after update {it} on the graph "
-                                     f"({graph.dtype}, p={p})")
-        if gamma_tol is None and step < delta:
-            converged = True
-            break
+                                     f"({graph.dtype}, p={p:g}), also from a prebalanced float64 copy")
+        still = st.lost_entries_matter() if any(st.lost) else []
+        if still:    # not seen in tests: the prebalanced copy keeps what weighs at the minimum
+            raise FloatingPointError(f"minnorm: near the minimum, weights too small for |W|^p to hold in "
+                                     f"float64 at p={p:g} weigh in the objective (blocks {still}); use a p "
+                                     "closer to 1")
+        u = [a + b for a, b in zip(u, st.log_factors())]
     if not converged:
         rule = f"gamma < {gamma_tol}" if gamma_tol is not None else f"max|a-1| < {delta}"
         warnings.warn(f"minnorm ({method}, graph): {rule} not reached in {max_iter} updates "
                       f"(gamma = {gamma[-1]:.3g})", ConvergenceWarning, stacklevel=2)
-    xp = graph.xp
-    factors = st.factors()
+    with _quiet(xp):                              # factors beyond the dtype: the error below
+        factors = st.factors() if u is None else [xp.exp(a).astype(graph.dtype) for a in u]
     for g, a in enumerate(factors):
         if not bool(xp.all(xp.isfinite(a) & (a > 0))):
             raise FloatingPointError(f"minnorm: factors of group {graph.groups[g].name!r} overflow "
@@ -460,8 +521,78 @@ def minnorm_graph(graph: GaugeGraph, p: float = 2.0, *, method: str | None = Non
     net = graph.rescaled(factors) if graph.rescaled is not None else None
     return GraphMinNormResult(net=net, factors=factors, iterations=it, objective=np.array(objective),
                               gamma=np.array(gamma), dead_units=dead, method=method,
-                              converged=converged, passes=st.passes,
+                              converged=converged, passes=passes,
                               graph=graph, fixed_units=graph.fixed_units())
+
+
+def _solve(graph: GaugeGraph, p, method, delta, gamma_tol, max_iter, offsets=None):
+    """The iteration: ``(state, objective record, gamma record, updates, converged)``, with
+    ``converged = None`` when a value turned non-finite or a live unit's sums underflowed at the
+    start; ``offsets``: log-scales the blocks were divided by (:func:`_prebalanced`)."""
+    st = _GraphState(graph, p, offsets)
+    classes = colour_groups(graph)
+    selfloop = {b.src for b in graph.blocks if b.src == b.dst}
+    if method == "enorm-style":
+        step_fn = lambda: _enorm_sweep(st, selfloop)                       # noqa: E731
+    elif method == "block":
+        step_fn = lambda: _block_step(st, classes, selfloop)               # noqa: E731
+    else:
+        step_fn = lambda: _multiplicative_step(st)                         # noqa: E731
+    if st.sums_lost:
+        return st, [math.nan], [math.nan], 0, None
+    with _quiet(st.xp):
+        objective, gamma = [st.objective()], [st.gamma()]
+    converged, it = False, 0
+    while True:
+        if gamma_tol is not None and gamma[-1] < gamma_tol:
+            converged = True
+            break
+        if it >= max_iter:
+            break
+        with _quiet(st.xp):              # a non-finite value is detected below, not warned about
+            step = step_fn()
+        it += 1
+        with _quiet(st.xp):
+            objective.append(st.objective())
+            gamma.append(st.gamma())
+        if not (math.isfinite(objective[-1]) and math.isfinite(step) and math.isfinite(gamma[-1])):
+            return st, objective, gamma, it, None                # failed: the caller decides
+        if gamma_tol is None and step < delta:
+            converged = True
+            break
+    return st, objective, gamma, it, converged
+
+
+def _prebalanced(graph: GaugeGraph):
+    """A float64 copy of ``graph`` in which every live free unit's largest incoming and outgoing
+    magnitudes are equal (one step in logs, as the chain's prebalancing), each block divided by its
+    largest entry: ``(copy, u0, offsets)`` with ``u0`` the copy's log-factors per group and
+    ``offsets`` the blocks' log-maxima. Formed in logs, so any weights a float holds fit."""
+    xp, groups, blocks = graph.xp, graph.groups, graph.blocks
+    with _quiet(xp):
+        logs = [xp.log(xp.abs(b.weight.astype(np.float64))) for b in blocks]   # -inf at zeros
+    u0 = []
+    for g, grp in enumerate(groups):
+        lin = [logs[k].max(axis=(1, 2)) for k, b in enumerate(blocks) if b.dst == g]
+        lout = [logs[k].max(axis=(0, 2)) for k, b in enumerate(blocks) if b.src == g]
+        if not (grp.free and lin and lout):
+            u0.append(xp.zeros(grp.size, dtype=np.float64))
+            continue
+        lin, lout = xp.stack(lin).max(axis=0), xp.stack(lout).max(axis=0)
+        ok = xp.isfinite(lin) & xp.isfinite(lout)                    # dead units keep u = 0
+        u0.append(xp.where(ok, (xp.where(ok, lout, 0) - xp.where(ok, lin, 0)) / 2, 0.0))
+    copy, offsets = GaugeGraph(), []
+    for grp in groups:
+        copy.add_group(grp.name, grp.size, grp.free, grp.reason)
+    for b, lg in zip(blocks, logs):
+        lg = lg + u0[b.dst][:, None, None] - u0[b.src][None, :, None]
+        top = float(lg.max())
+        top = top if math.isfinite(top) else 0.0                   # an all-zero block
+        with _quiet(xp):
+            w = xp.sign(b.weight.astype(np.float64)) * xp.exp(lg - top)
+        copy.add_block(b.src, b.dst, w, name=b.name)
+        offsets.append(top)
+    return copy, u0, offsets
 
 
 def enorm_style(graph: GaugeGraph, p: float = 2.0, *, gamma_tol: float = 1e-6,

@@ -110,6 +110,49 @@ def test_minnorm_float32_weights_whose_square_underflows_weigh_at_the_minimum():
     np.testing.assert_allclose(gl.pnorm(res.net, 2.0), ref.objective[-1], rtol=1e-5)
 
 
+@FAST
+@given(seed=st.integers(0, 10_000), layer=st.floats(0, 60), unit=st.floats(0, 60),
+       p=st.sampled_from([1.0, 2.0, 3.0, 4.0]), dtype=st.sampled_from(["float64", "float32"]))
+@example(seed=5, layer=55.8, unit=55.8, p=2.0, dtype="float64")     # 0.5% off, gamma 3e-10
+@example(seed=17, layer=49.3, unit=49.3, p=4.0, dtype="float64")    # 8.4% off
+@example(seed=31, layer=57.0, unit=57.0, p=4.0, dtype="float64")    # NaN factors, "converged"
+@example(seed=9352, layer=8.65, unit=8.95, p=2.0, dtype="float32")  # |W|^2 of 2e-26 flushed to 0
+def test_graph_minnorm_of_an_extreme_gauge_is_the_moderate_answer(seed, layer, unit, p, dtype):
+    """Defect: the graph solver (any network; here a chain as a GaugeGraph) in an extreme gauge --
+    layers up to 1e60 apart, units up to 1e60 apart within a layer -- answered a wrong minimum with
+    a tiny gamma (|W|^p of weights far below their block's largest underflows, and at the minimum
+    they weigh), or NaN factors reported as converged. It must give the moderate network's minimum,
+    or a clear error, never a wrong answer."""
+    net = small_net(seed)
+    rng = np.random.default_rng(seed + 1)
+    u = [LN10 * (rng.uniform(-layer, layer) + rng.uniform(-1, 1, n) * unit) for n in net.sizes[1:-1]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)           # the test's own casts
+        try:
+            extreme = in_logs(net, u, dtype)
+        except AssertionError:
+            assume(False)                   # not representable in the dtype: not a valid input
+    # a weight stored as a subnormal has lost digits: another network, not a gauge of this one
+    assume(all(np.abs(W[W != 0]).min() >= np.finfo(dtype).tiny for W in extreme.weights))
+    ref = gl.minnorm(net, p, gamma_tol=1e-9, max_iter=5000)
+    tol = 1e-9 if dtype == "float64" else 1e-5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)            # no overflow warning
+        try:
+            res = gl.minnorm(gl.GaugeGraph.from_layered(extreme), p, gamma_tol=tol, max_iter=5000)
+        except FloatingPointError as e:
+            # a clear error is right only where the answer's factors lie beyond the dtype
+            log_a = [np.log(a) - v for a, v in zip(ref.factors, u)]
+            assert max(float(np.abs(x).max()) for x in log_a) > math.log(np.finfo(dtype).max) - 1, e
+            return
+    assert res.converged and res.gamma[-1] < tol
+    assert all(bool(np.isfinite(a).all() and (a > 0).all()) for a in res.factors)
+    rtol = 1e-6 if dtype == "float64" else 1e-4
+    np.testing.assert_allclose(res.objective[-1], ref.objective[-1], rtol=rtol)
+    true = sum(float((np.abs(W.astype(np.float64)) ** p).sum()) for W in res.net.weights)
+    np.testing.assert_allclose(true, ref.objective[-1], rtol=rtol)
+
+
 def test_minnorm_float32_unit_far_below_the_rest_and_layers_1e170_apart():
     """The two examples of the issue: a float32 unit whose outgoing weights are 1e-23 times the
     rest, and [W0 * 1e170, W1, W2 * 1e-170] (the same function as W)."""
