@@ -340,7 +340,6 @@ def row_torch(cfg, xp, sync, repeat, threads):
         device, torch_sync = "cpu", (lambda: None)
         if threads:
             torch.set_num_threads(threads)
-    import gaugelit as gl
     sizes = step_network(cfg)
     data = batches(xp, sizes, cfg["batch"])
     plain_step, gauged_step, _, _ = gaugelit_steps(xp, sizes, data)

@@ -147,7 +147,7 @@ def dead_units(net: LayeredNet):
     Such units cannot be balanced (eq. 9 has no solution) and do not change the function under
     any rescaling; the solvers keep their factor at 1 and leave them out of ``imbalance``.
     """
-    xp, W = net.xp, net.weights
+    W = net.weights
     # ``any`` tests ``!= 0`` itself: no boolean temporary the size of W.
     return [~(W[k - 1].any(axis=1) & W[k].any(axis=0)) for k in range(1, len(W))]
 

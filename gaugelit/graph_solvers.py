@@ -24,7 +24,6 @@ neither ``|W|^p`` nor ``exp(p u)`` is formed where it could overflow; the shift 
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 
@@ -34,7 +33,7 @@ from .network import check_p
 
 __all__ = ["minnorm_graph", "minnorm_any", "enorm_style", "GraphMinNormResult", "colour_groups"]
 
-from .solvers import ConvergenceWarning, MinNormResult  # noqa: E402  (solvers dispatches here lazily)
+from .solvers import MinNormResult, _iterate, _solver_args, _warn_unconverged  # noqa: E402 (solvers imports this lazily)
 
 
 class GraphMinNormResult(MinNormResult):
@@ -375,7 +374,7 @@ class _GraphState:
         than a factor of eps at the current factors. A lost entry of block k is below
         ``exp(c_k) tiny``; it adds at most ``exp(c_k) tiny exp(-p u_j)`` to ``r_i`` and
         ``exp(c_k) tiny exp(p u_i)`` to ``s_j``, which is compared with the smallest such sum."""
-        xp, p = self.xp, self.p
+        xp = self.xp
         info = np.finfo(self.M[0].dtype)
         log_tiny, log_eps = math.log(float(info.tiny)), math.log(float(info.eps))
         out = []
@@ -456,7 +455,6 @@ def _enorm_sweep(st: _GraphState, selfloop) -> float:
     """One ENorm-style sweep (Stock et al., 2019, Sec. 3): the free groups one after another in
     graph order, each to its exact minimiser given the others (Gauss-Seidel), no shift step."""
     before = st.snapshot()
-    blocks = st.graph.blocks
     for g, free in enumerate(st.free):
         if not free:
             continue
@@ -481,15 +479,8 @@ def minnorm_graph(graph: GaugeGraph, p: float = 2.0, *, method: str | None = Non
     solve is repeated on a prebalanced float64 copy of the graph (``iterations`` and the records
     are then the repeat's, ``passes`` the sum), and if they still may, FloatingPointError.
     """
-    from .solvers import METHODS
     p = check_p(p)
-    method = METHODS[0] if method is None else method
-    if method not in METHODS + ("enorm-style",):
-        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
-    if not (delta > 0) or not math.isfinite(delta):
-        raise ValueError(f"delta must be finite and > 0, got {delta}")
-    if gamma_tol is not None and not (gamma_tol > 0):
-        raise ValueError(f"gamma_tol must be > 0, got {gamma_tol}")
+    method, delta, gamma_tol, max_iter = _solver_args(method, delta, gamma_tol, max_iter, ("enorm-style",))
     graph.check()
     st, objective, gamma, it, converged = _solve(graph, p, method, delta, gamma_tol, max_iter)
     xp, passes, u = graph.xp, st.passes, None
@@ -508,9 +499,7 @@ def minnorm_graph(graph: GaugeGraph, p: float = 2.0, *, method: str | None = Non
                                      "closer to 1")
         u = [a + b for a, b in zip(u, st.log_factors())]
     if not converged:
-        rule = f"gamma < {gamma_tol}" if gamma_tol is not None else f"max|a-1| < {delta}"
-        warnings.warn(f"minnorm ({method}, graph): {rule} not reached in {max_iter} updates "
-                      f"(gamma = {gamma[-1]:.3g})", ConvergenceWarning, stacklevel=2)
+        _warn_unconverged(f"{method}, graph", delta, gamma_tol, max_iter, gamma[-1])
     with _quiet(xp):                              # factors beyond the dtype: the error below
         factors = st.factors() if u is None else [xp.exp(a).astype(graph.dtype) for a in u]
     for g, a in enumerate(factors):
@@ -541,26 +530,10 @@ def _solve(graph: GaugeGraph, p, method, delta, gamma_tol, max_iter, offsets=Non
     if st.sums_lost:
         return st, [math.nan], [math.nan], 0, None
     with _quiet(st.xp):
-        objective, gamma = [st.objective()], [st.gamma()]
-    converged, it = False, 0
-    while True:
-        if gamma_tol is not None and gamma[-1] < gamma_tol:
-            converged = True
-            break
-        if it >= max_iter:
-            break
-        with _quiet(st.xp):              # a non-finite value is detected below, not warned about
-            step = step_fn()
-        it += 1
-        with _quiet(st.xp):
-            objective.append(st.objective())
-            gamma.append(st.gamma())
-        if not (math.isfinite(objective[-1]) and math.isfinite(step) and math.isfinite(gamma[-1])):
-            return st, objective, gamma, it, None                # failed: the caller decides
-        if gamma_tol is None and step < delta:
-            converged = True
-            break
-    return st, objective, gamma, it, converged
+        start = st.objective(), st.gamma()
+    record = lambda: (st.objective(), st.gamma())                          # noqa: E731
+    return (st,) + _iterate(step_fn, record, start, xp=st.xp, delta=delta, gamma_tol=gamma_tol,
+                            max_iter=max_iter)
 
 
 def _prebalanced(graph: GaugeGraph):

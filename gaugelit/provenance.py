@@ -69,6 +69,10 @@ CHANGES = (
            "minnorm re-solves from its prebalanced copy when |W|^p entries that underflowed weigh at the "
            "answer (extreme gauges; the same iterates otherwise)",
            _never),
+    Change("9a4149229e450f37", "607fedf908d438c3",
+           "minnorm's loop, stopping rule and argument checks shared with the graph solver (same "
+           "iterates); an unused name removed from gauge.py",
+           _never),
 )
 
 

@@ -330,13 +330,7 @@ def minnorm(net: LayeredNet, p: float = 2.0, *, method: str | None = None, delta
         from .graph_solvers import minnorm_any
         return minnorm_any(net, p, method=method, delta=delta, gamma_tol=gamma_tol, max_iter=max_iter)
     p = check_p(p)
-    method = METHODS[0] if method is None else method
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
-    delta = real(delta, "delta", low=0, low_open=True)
-    if gamma_tol is not None:
-        gamma_tol = real(gamma_tol, "gamma_tol", low=0, low_open=True)
-    max_iter = integer(max_iter, "max_iter", low=0)
+    method, delta, gamma_tol, max_iter = _solver_args(method, delta, gamma_tol, max_iter)
     if not isinstance(net, LayeredNet):
         raise TypeError(f"minnorm: expected a LayeredNet, got {type(net).__name__}")
     xp = net.xp
@@ -355,25 +349,11 @@ def minnorm(net: LayeredNet, p: float = 2.0, *, method: str | None = None, delta
     while True:
         with _quiet(xp):
             mass0 = st.layer_objectives()
-            objective, gamma = [_scaled(sum(mass0), log_scale, p)], [st.gamma()]
-        converged, it, failed = False, 0, False
-        while True:
-            if gamma_tol is not None and gamma[-1] < gamma_tol:
-                converged = True
-                break
-            if it >= max_iter:
-                break
-            with _quiet(xp):               # factors out of range show as non-finite records below
-                step = step_fn(st)
-                it += 1
-                objective.append(_scaled(st.objective(), log_scale, p))
-                gamma.append(st.gamma())
-            if not (math.isfinite(objective[-1]) and math.isfinite(step) and math.isfinite(gamma[-1])):
-                failed = True
-                break
-            if gamma_tol is None and step < delta:
-                converged = True
-                break
+            start = _scaled(sum(mass0), log_scale, p), st.gamma()
+        objective, gamma, it, converged = _iterate(
+            lambda: step_fn(st), lambda: (_scaled(st.objective(), log_scale, p), st.gamma()), start,
+            xp=xp, delta=delta, gamma_tol=gamma_tol, max_iter=max_iter)
+        failed = converged is None
         # The products must be right at the answer, not only at the start: entries of M that
         # underflowed there, or sums that underflow here, would make the objective and gamma those
         # of another F -- small gamma, wrong answer, no warning.
@@ -397,9 +377,7 @@ def minnorm(net: LayeredNet, p: float = 2.0, *, method: str | None = None, delta
         raise FloatingPointError(f"minnorm: non-finite objective after update {it} (hidden layer {k}); "
                                  f"the weights' |W|^p may overflow or underflow {M[0].dtype} at p={p}")
     if not converged:
-        rule = f"gamma < {gamma_tol}" if gamma_tol is not None else f"max|a-1| < {delta}"
-        warnings.warn(f"minnorm ({method}): {rule} not reached in {max_iter} updates "
-                      f"(gamma = {gamma[-1]:.3g})", ConvergenceWarning, stacklevel=2)
+        _warn_unconverged(method, delta, gamma_tol, max_iter, gamma[-1])
     u = st.u[1:-1] if u0 is None else [a + b for a, b in zip(u0, st.u[1:-1])]
     factors = _factors(u, net.dtype, xp, p)
     out = None
@@ -414,6 +392,49 @@ def minnorm(net: LayeredNet, p: float = 2.0, *, method: str | None = None, delta
                          objective=np.array(objective), gamma=np.array(gamma),
                          dead_units=[xp.nonzero(d)[0] for d in dead], method=method,
                          converged=converged, passes=st.passes)
+
+
+def _solver_args(method, delta, gamma_tol, max_iter, extra=()):
+    """The solvers' common arguments, checked: ``(method, delta, gamma_tol, max_iter)``."""
+    method = METHODS[0] if method is None else method
+    if method not in METHODS + extra:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    delta = real(delta, "delta", low=0, low_open=True)
+    if gamma_tol is not None:
+        gamma_tol = real(gamma_tol, "gamma_tol", low=0, low_open=True)
+    return method, delta, gamma_tol, integer(max_iter, "max_iter", low=0)
+
+
+def _iterate(step, record, start, *, xp, delta, gamma_tol, max_iter):
+    """Algorithm 1's loop, for every solver: ``step()`` applies one update and returns
+    ``max_i |a_i - 1|``, ``record()`` gives ``(objective, gamma)`` after it, ``start`` the two before
+    the first. Stops when gamma < ``gamma_tol`` if that is given, else when an update moves every
+    factor by less than ``delta`` (that update applied and counted), or at ``max_iter`` updates.
+    Returns ``(objective record, gamma record, updates, converged)``; ``converged`` is None when a
+    value turned non-finite (factors out of range: the caller decides what follows)."""
+    objective, gamma = [start[0]], [start[1]]
+    it = 0
+    while True:
+        if gamma_tol is not None and gamma[-1] < gamma_tol:
+            return objective, gamma, it, True
+        if it >= max_iter:
+            return objective, gamma, it, False
+        with _quiet(xp):                   # out-of-range values show as non-finite records below
+            step_size = step()
+            it += 1
+            o, g = record()
+        objective.append(o)
+        gamma.append(g)
+        if not (math.isfinite(o) and math.isfinite(step_size) and math.isfinite(g)):
+            return objective, gamma, it, None
+        if gamma_tol is None and step_size < delta:
+            return objective, gamma, it, True
+
+
+def _warn_unconverged(where, delta, gamma_tol, max_iter, gamma):
+    rule = f"gamma < {gamma_tol}" if gamma_tol is not None else f"max|a-1| < {delta}"
+    warnings.warn(f"minnorm ({where}): {rule} not reached in {max_iter} updates (gamma = {gamma:.3g})",
+                  ConvergenceWarning, stacklevel=3)
 
 
 _LOG_MAX64 = math.log(np.finfo(np.float64).max)

@@ -29,7 +29,6 @@ has been lent to the sessions that wrote this.
 from __future__ import annotations
 
 import contextlib
-import math
 import operator
 from dataclasses import dataclass, field
 

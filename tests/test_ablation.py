@@ -1,6 +1,5 @@
 """gaugelit.ablation: the claim-3 study of section 4.1's silent choices (on synthetic data here)."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 
 import gaugelit as gl
-from gaugelit.soft_gauge import soft_gauge_penalty
 from gaugelit.toy import (TARGET, fit, invariance_errors, loss_hessian, lr_stress_test, scale_drift,
                           strength_sweep, target, toy_net, toy_regression, validation_mse)
 
