@@ -7,35 +7,7 @@ nn = torch.nn
 
 import gaugelit as gl                                      # noqa: E402
 from gaugelit.torch import GaugeError, GaugeFix, UnsupportedOp, gauge_graph, minnorm_  # noqa: E402
-
-
-def mlp(dtype=torch.float64, seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(6, 10), nn.ReLU(), nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, 3)).to(dtype)
-
-
-class CNN(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.c1, self.c2, self.fc = nn.Conv2d(1, 4, 3), nn.Conv2d(4, 6, 3), nn.Linear(6 * 2 * 2, 5)
-
-    def forward(self, x):
-        x = nn.functional.max_pool2d(torch.relu(self.c1(x)), 2)
-        return self.fc(torch.flatten(torch.relu(self.c2(x)), 1))
-
-
-class Res(nn.Module):
-    """A residual stream (stem, a2, b2 tied) and a sigmoid gate reading it."""
-    def __init__(self):
-        super().__init__()
-        self.stem, self.a1, self.a2 = nn.Linear(5, 8), nn.Linear(8, 12), nn.Linear(12, 8)
-        self.b1, self.b2, self.head, self.gate = nn.Linear(8, 6), nn.Linear(6, 8), nn.Linear(8, 3), nn.Linear(8, 2)
-
-    def forward(self, x):
-        h = torch.relu(self.stem(x))
-        h = h + self.a2(torch.relu(self.a1(h)))
-        h = h + self.b2(torch.relu(self.b1(h)))
-        return self.head(torch.relu(h)), torch.sigmoid(self.gate(h))
+from torch_models import CNN, Res, mlp                    # noqa: E402
 
 
 def _weights(model):

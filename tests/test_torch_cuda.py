@@ -28,6 +28,7 @@ import gaugelit.torch as gt                                # noqa: E402
 from gaugelit.backend import to_numpy                      # noqa: E402
 from gaugelit.solvers import ConvergenceWarning            # noqa: E402
 from gaugelit.torch import GaugeError, GaugeFix, gauge_graph, minnorm_   # noqa: E402
+from torch_models import CNN, Res, mlp                      # noqa: E402  (tests/test_torch.py's models)
 
 DEVICE = os.environ.get("GAUGELIT_TORCH_TEST_DEVICE", "cuda")
 
@@ -78,36 +79,7 @@ def exact_float32():
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-# -- the models of tests/test_torch.py: an MLP, a CNN (conv, pooling, flatten), a residual network --------
-def mlp():
-    return nn.Sequential(nn.Linear(6, 10), nn.ReLU(), nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, 3))
-
-
-class CNN(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.c1, self.c2, self.fc = nn.Conv2d(1, 4, 3), nn.Conv2d(4, 6, 3), nn.Linear(6 * 2 * 2, 5)
-
-    def forward(self, x):
-        x = nn.functional.max_pool2d(torch.relu(self.c1(x)), 2)
-        return self.fc(torch.flatten(torch.relu(self.c2(x)), 1))
-
-
-class Res(nn.Module):
-    """A residual stream (stem, a2, b2 tied) and a sigmoid gate reading it."""
-    def __init__(self):
-        super().__init__()
-        self.stem, self.a1, self.a2 = nn.Linear(5, 8), nn.Linear(8, 12), nn.Linear(12, 8)
-        self.b1, self.b2, self.head, self.gate = nn.Linear(8, 6), nn.Linear(6, 8), nn.Linear(8, 3), nn.Linear(8, 2)
-
-    def forward(self, x):
-        h = torch.relu(self.stem(x))
-        h = h + self.a2(torch.relu(self.a1(h)))
-        h = h + self.b2(torch.relu(self.b1(h)))
-        return self.head(torch.relu(h)), torch.sigmoid(self.gate(h))
-
-
-MODELS = {"mlp": (mlp, (6,)), "cnn": (CNN, (1, 10, 10)), "res": (Res, (5,))}
+MODELS = {"mlp": (lambda: mlp(seed=None), (6,)), "cnn": (CNN, (1, 10, 10)), "res": (Res, (5,))}
 
 
 def pair(name, dtype, seed=11):
