@@ -24,3 +24,7 @@ def test_graph_bench_runs_tiny(tmp_path):
         e, b = r["enorm-style"], r["block (graph)"]
         assert abs(e["objective"] - b["objective"]) <= 1e-6 * b["objective"]
         assert b["sweeps"] <= e["sweeps"]
+        for m in (e, b):     # the first products are the same for both, and part of the total
+            assert m["first passes"] == e["first passes"] > 0
+            assert abs(m["passes"] - m["first passes"] - m["passes after first"]) < 0.011
+        assert len(b["gamma per sweep"]) == b["sweeps"] + 1 and b["gamma per sweep"][-1] < 1e-6
