@@ -73,7 +73,7 @@ def test_minnorm_of_an_extreme_gauge_is_the_moderate_answer(seed, spread, p, dea
     net = small_net(seed, dead=dead)
     rng = np.random.default_rng(seed + 1)
     # per layer a common scale (up to 1e+-125) and per unit a spread (up to 1e+-20); weights stay
-    # inside float64. (Unit spreads beyond ~30 decades can end in FloatingPointError: see README.)
+    # inside float64 (wider unit spreads: the graph solver's property test below, up to 60 decades).
     u = [LN10 * (rng.uniform(-spread, spread) + rng.uniform(-1, 1, n) * min(spread, 80) / 4) for n in net.sizes[1:-1]]
     # dead units keep a = 1 in the solver, so the minimum is gauge-free only over the live ones
     u = [np.where(d, 0.0, v) for d, v in zip(gl.dead_units(net), u)]
