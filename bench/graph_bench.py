@@ -13,11 +13,15 @@ starting imbalance gamma[0]); what follows is the iteration proper, where the me
     .venv/bin/python bench/graph_bench.py               # full size -> bench/results/<machine>-graph.json
     .venv/bin/python bench/graph_bench.py --size tiny   # the smoke test's size (tests/test_graph_bench.py)
 
+Then, for the CNN and the residual network, what :class:`gaugelit.torch.GaugeFix` adds to a training
+step (SGD with momentum, Adam), the step with and without it side by side in one run.
+
 The CNN and residual rows need torch (``pip install -e '.[torch]'``); without it they say skipped.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -130,6 +134,46 @@ def row(name, graph, p, repeat, net=None):
     return out
 
 
+def gaugefix_rows(size, repeat):
+    """A training step of the CNN and the residual network (float32, batch 64 of 28x28 inputs, SGD
+    with momentum and Adam) with ``GaugeFix`` after it against without, in one run: process time per
+    step, best block of 10 steps of ``repeat``. Both arms train the same model in turn, so they
+    see the same weights' scale."""
+    import torch
+    import torch.nn as nn
+    from gaugelit.torch import GaugeFix
+    torch.set_num_threads(1)
+    x, y = torch.randn(64, 1, 28, 28, generator=torch.Generator().manual_seed(0)), torch.arange(64) % 10
+    out = []
+    for name, model in torch_models(size).items():
+        for opt_name, make in (("sgd+momentum", lambda ps: torch.optim.SGD(ps, lr=0.01, momentum=0.9)),
+                               ("adam", lambda ps: torch.optim.Adam(ps, lr=1e-3))):
+            m = copy.deepcopy(model)
+            opt = make(m.parameters())
+            fix = GaugeFix(m, 2.0, opt)
+
+            def step():
+                opt.zero_grad()
+                nn.functional.cross_entropy(m(x), y).backward()
+                opt.step()
+            arms = {"plain": step, "GaugeFix": lambda: (step(), fix())}
+            for f in arms.values():              # warm up both (the first solve starts from He init)
+                f()
+                f()
+            best = {k: float("inf") for k in arms}
+            for _ in range(repeat):
+                for k, f in arms.items():
+                    t = time.process_time()
+                    for _ in range(10):
+                        f()
+                    best[k] = min(best[k], (time.process_time() - t) / 10)
+            out.append({"network": name, "optimizer": opt_name, "step_ms": round(1e3 * best["plain"], 2),
+                        "step_with_gaugefix_ms": round(1e3 * best["GaugeFix"], 2),
+                        "overhead": round(best["GaugeFix"] / best["plain"] - 1, 3),
+                        "sweeps_last_call": fix.last.iterations, "passes_last_call": round(float(fix.last.passes), 2)})
+    return out
+
+
 def markdown(result):
     lines = ["| network | p | weights | free groups | ENorm-style sweeps | passes (after first) | CPU s | block sweeps "
              "| passes (after first) | CPU s | passes ratio (after first) | time ratio "
@@ -145,6 +189,12 @@ def markdown(result):
                      f"| {e['passes']} ({e['passes after first']}) | {e['cpu_s']:.4f} | {b['sweeps']} "
                      f"| {b['passes']} ({b['passes after first']}) | {b['cpu_s']:.4f} "
                      f"| {r['passes ratio']}x ({r['passes ratio after first']}x) | {r['time ratio']}x | {chain} |")
+    if result.get("gaugefix"):
+        lines += ["", "| network | optimizer | step (ms) | step + GaugeFix (ms) | GaugeFix adds | last call: sweeps / passes |",
+                  "|---|---|---|---|---|---|"]
+        for r in result["gaugefix"]:
+            lines.append(f"| {r['network']} | {r['optimizer']} | {r['step_ms']} | {r['step_with_gaugefix_ms']} "
+                         f"| {100 * r['overhead']:+.0f}% | {r['sweeps_last_call']} / {r['passes_last_call']} |")
     return "\n".join(lines)
 
 
@@ -155,7 +205,7 @@ def main(argv=None):
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     info = machine(np, 1)
-    rows = []
+    rows, gaugefix = [], []
     with threadpool_limits(1):
         for p in (2.0, 1.0):
             for name, sizes in CHAINS[args.size].items():
@@ -169,11 +219,12 @@ def main(argv=None):
         else:
             for name, m in models.items():
                 rows.append(row(name, gauge_graph(m.double()), 2.0, args.repeat))
+            gaugefix = gaugefix_rows(args.size, args.repeat)
     info["load_average_after"] = __import__("os").getloadavg()[0]
     result = {"suite": "gaugelit bench/graph_bench.py", "size": args.size, "gamma_tol": GAMMA, "machine": info,
               "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
               "command": ".venv/bin/python bench/graph_bench.py" + (" --size tiny" if args.size == "tiny" else ""),
-              "rows": rows}
+              "rows": rows, "gaugefix": gaugefix}
     path = args.json or ROOT / "bench" / "results" / f"{machine_slug(info)}-graph.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1))

@@ -18,6 +18,10 @@ def test_graph_bench_runs_tiny(tmp_path):
     assert result["machine"]["cpu"] and result["gamma_tol"] == 1e-6
     names = {r["network"] for r in result["rows"]}
     assert {"tiny-3", "tiny-5", "CNN", "residual"} <= names
+    if not any("skipped" in r for r in result["rows"]):     # torch there: GaugeFix's cost per step
+        assert {(r["network"], r["optimizer"]) for r in result["gaugefix"]} == {
+            (n, o) for n in ("CNN", "residual") for o in ("sgd+momentum", "adam")}
+        assert all(r["step_with_gaugefix_ms"] > 0 and r["step_ms"] > 0 for r in result["gaugefix"])
     for r in result["rows"]:
         if "skipped" in r:
             continue
