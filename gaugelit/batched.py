@@ -125,7 +125,6 @@ class _Stack:
         if self.u_zero and self.s == 1.0:
             return
         _fold(self)
-        self.s, self.u_zero = 1.0, True
         self.M_valid, self.products = False, None
 
     def maybe_fold(self):

@@ -519,6 +519,8 @@ def _solve(graph: GaugeGraph, p, method, delta, gamma_tol, max_iter, offsets=Non
     ``converged = None`` when a value turned non-finite or a live unit's sums underflowed at the
     start; ``offsets``: log-scales the blocks were divided by (:func:`_prebalanced`)."""
     st = _GraphState(graph, p, offsets)
+    if st.sums_lost:
+        return st, [math.nan], [math.nan], 0, None
     classes = colour_groups(graph)
     selfloop = {b.src for b in graph.blocks if b.src == b.dst}
     if method == "enorm-style":
@@ -527,8 +529,6 @@ def _solve(graph: GaugeGraph, p, method, delta, gamma_tol, max_iter, offsets=Non
         step_fn = lambda: _block_step(st, classes, selfloop)               # noqa: E731
     else:
         step_fn = lambda: _multiplicative_step(st)                         # noqa: E731
-    if st.sums_lost:
-        return st, [math.nan], [math.nan], 0, None
     with _quiet(st.xp):
         start = st.objective(), st.gamma()
     record = lambda: (st.objective(), st.gamma())                          # noqa: E731
@@ -562,7 +562,7 @@ def _prebalanced(graph: GaugeGraph):
         top = float(lg.max())
         top = top if math.isfinite(top) else 0.0                   # an all-zero block
         with _quiet(xp):
-            w = xp.sign(b.weight.astype(np.float64)) * xp.exp(lg - top)
+            w = xp.sign(b.weight) * xp.exp(lg - top)                  # float64: lg is
         copy.add_block(b.src, b.dst, w, name=b.name)
         offsets.append(top)
     return copy, u0, offsets

@@ -73,6 +73,9 @@ CHANGES = (
            "minnorm's loop, stopping rule and argument checks shared with the graph solver (same "
            "iterates); an unused name removed from gauge.py",
            _never),
+    Change("607fedf908d438c3", "752f9f7892323005",
+           "_fold also resets the stored scale and the zero-u flag its two callers reset (same arithmetic)",
+           _never),
 )
 
 

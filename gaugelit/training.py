@@ -190,8 +190,8 @@ def _apply_update(xp, S, G, optimizer, decay):
 
 def _fold(stored):
     """Fold the log-factors ``u`` and the scale ``s`` of a stored network into its weights ``S``,
-    biases ``c`` and EG+- scales ``beta``, in place, and set ``u`` to 0. The unit axis is the last,
-    so one function serves one network (``_StoredNet``) and a stack of them (``batched``)."""
+    biases ``c`` and EG+- scales ``beta``, in place: then ``u = 0``, ``s = 1``. The unit axis is the
+    last, so one function serves one network (``_StoredNet``) and a stack of them (``batched``)."""
     xp = stored.xp
     e = [None] + [None if stored.u_zero else xp.exp(u) for u in stored.u] + [None]
     for l, S in enumerate(stored.S):
@@ -205,6 +205,7 @@ def _fold(stored):
         if e[l] is not None:
             xp.divide(S, e[l][..., None, :], out=S)
     stored.u = [xp.zeros_like(u) for u in stored.u]
+    stored.s, stored.u_zero = 1.0, True
 
 
 class _StoredNet:
@@ -258,7 +259,7 @@ class _StoredNet:
         if self.u_zero and self.s == 1.0:
             return self.net
         _fold(self)
-        self.s, self.u_zero, self._products = 1.0, True, None
+        self._products = None
         return self.net
 
     def maybe_fold(self):

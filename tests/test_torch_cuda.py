@@ -73,10 +73,8 @@ def xp():
 def exact_float32():
     """Plain float32 arithmetic in the forward passes (torch lets cuDNN convolutions use TF32 by
     default, which would blur a float32 comparison by ~1e-3)."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    with gt._full_float32():
+        yield
 
 
 MODELS = {"mlp": (lambda: mlp(seed=None), (6,)), "cnn": (CNN, (1, 10, 10)), "res": (Res, (5,))}
