@@ -419,8 +419,8 @@ class _Model:
         return t0.device
 
     def graph(self) -> GaugeGraph:
-        """The gauge graph, its blocks zero-copy views of the weights; call it under ``_on_device``."""
-        self.device()
+        """The gauge graph, its blocks zero-copy views of the weights; call it under
+        ``_on_device(self.device())`` (which also checks the parameters' dtypes and devices)."""
         plan, g = self.plan, GaugeGraph()
         self.group_of = {}
         for r in self.order:
