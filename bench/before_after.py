@@ -49,7 +49,7 @@ def main(argv=None):
     import numpy as np
     import gaugelit as gl
     import suite
-    from gaugelit.training import _StoredNet
+    from gaugelit.training._train import _StoredNet
     suite.CLOCK = "cpu"
     with tempfile.TemporaryDirectory() as tmp:
         old = package_at(args.before, Path(tmp))

@@ -52,7 +52,7 @@ mv "$tmp"/cp312/*.whl "$CARRY/wheels/cp312/" 2>/dev/null || true
 "$PY" - "$CARRY/data" <<'EOF'
 import shutil, sys
 from pathlib import Path
-from gaugelit.data import fetch_dataset
+from gaugelit.experiments.data import fetch_dataset
 target = Path(sys.argv[1])
 for name in ("mnist", "fashion-mnist"):
     for path in fetch_dataset(name).values():

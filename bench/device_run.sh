@@ -128,7 +128,7 @@ count() { "$PY" -m gaugelit reproduce "${GRID[@]}" --out "$RESULTS" --dry-run 2>
           | sed -E 's/.*: ([0-9]+) finished, ([0-9]+) to run/\1 \2/'; }
 T_GRID=skipped
 if [[ $STEPS == *" grid "* ]]; then
-    if "$PY" -c "from gaugelit.data import fetch_dataset as f; f('mnist', download=False)" >/dev/null 2>&1; then
+    if "$PY" -c "from gaugelit.experiments.data import fetch_dataset as f; f('mnist', download=False)" >/dev/null 2>&1; then
         read -r before todo < <(count)
         run grid "$(box 100000 $([ "$MODE" = gpu ] && echo 40 || echo 10))" \
             "$PY" -m gaugelit reproduce "${GRID[@]}" --out "$RESULTS" --batch-models

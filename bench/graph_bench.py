@@ -1,8 +1,8 @@
 """ENorm-style sweeps against the block method on chains, a CNN and a residual network.
 
 For each network, in one run, side by side: the ENorm-style baseline (Stock et al., 2019: one
-balancing sweep per call, iterated to convergence; :func:`gaugelit.graph_solvers.enorm_style`), the
-graph block method (:func:`gaugelit.graph_solvers.minnorm_graph`) and, on chains, the chain block
+balancing sweep per call, iterated to convergence; :func:`gaugelit.solvers.enorm_style`), the
+graph block method (:func:`gaugelit.solvers.minnorm_graph`) and, on chains, the chain block
 method (:func:`gaugelit.minnorm` on a LayeredNet). Each runs until the imbalance gamma < 1e-6 and
 reports sweeps, passes over the weights (matrix-vector products, in units of all the weights) and
 process CPU time (best of ``--repeat``, one BLAS thread). All three reach the same objective
@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import gaugelit as gl                                            # noqa: E402
-from gaugelit.graph import GaugeGraph                            # noqa: E402
-from gaugelit.graph_solvers import enorm_style, minnorm_graph    # noqa: E402
+from gaugelit.core.graph import GaugeGraph                            # noqa: E402
+from gaugelit.solvers import enorm_style, minnorm_graph    # noqa: E402
 from suite import machine, machine_slug                          # noqa: E402
 
 GAMMA = 1e-6

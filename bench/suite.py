@@ -187,8 +187,8 @@ def step_network(cfg):
 def row_solver_iteration(cfg, xp, sync, repeat):
     """Row 1: one iteration of Algorithm 1 against one matrix-vector product over M."""
     import gaugelit as gl
-    from gaugelit.gauge import _abs_pow, dead_units
-    from gaugelit.solvers import _LogScales, _multiplicative_step
+    from gaugelit.core.gauge import _abs_pow, dead_units
+    from gaugelit.solvers._chain import _LogScales, _multiplicative_step
     rows = []
     for arch, sizes in networks(cfg).items():
         net = gl.he_init(sizes, seed=0, dtype="float32", xp=xp)
@@ -250,7 +250,7 @@ def gaugelit_steps(xp, sizes, data):
     """The plain and the gauge-fixed SGD step exactly as ``gaugelit.train`` runs them, and the
     same step composed from the public API (minnorm, loss_and_grads, sgd_step) for reference."""
     import gaugelit as gl
-    from gaugelit.training import _StoredNet
+    from gaugelit.training._train import _StoredNet
     net = gl.he_init(sizes, seed=0, dtype="float32", xp=xp)
     plain, gauged = _StoredNet(net), _StoredNet(net)
     gauged.gauge_fix(2.0, 1e-3)                   # balanced once; training keeps it so
@@ -373,7 +373,7 @@ def row_sweep(cfg, xp, rounds, jobs):
     import tempfile
 
     from gaugelit import experiments as ex
-    from gaugelit.data import DataFileMissing, fetch_dataset
+    from gaugelit.experiments.data import DataFileMissing, fetch_dataset
     try:
         fetch_dataset("mnist", download=False)              # a benchmark does not download
     except DataFileMissing as err:

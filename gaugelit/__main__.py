@@ -6,6 +6,7 @@
     python -m gaugelit reproduce --scale paper --datasets mnist --seeds 0 1
     python -m gaugelit reproduce --scale paper --shard 3/12  # the third of twelve shares (a job array)
     python -m gaugelit summary --scale ci
+    python -m gaugelit ablation --jobs 2                   # the claim-3 study of the learning chapter
 
 Finished runs are skipped, so rerunning the same command resumes an interrupted sweep.
 """
@@ -14,14 +15,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .settings import scale as env_scale
+from .core.environment import results_dir, scale as env_scale
 
 _GAUGE = {"on": True, "off": False}
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .data import DATASETS
-    from .network import ARCHITECTURES
+    from .experiments.data import DATASETS
+    from .core.network import ARCHITECTURES
     from .training import OPTIMIZERS
 
     parser = argparse.ArgumentParser(prog="gaugelit", description=__doc__.split("\n")[0])
@@ -35,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--scale", choices=("ci", "paper"), default=None,
                        help="ci: small subset and few epochs; paper: section 4.1's settings "
                             "(default: GAUGELIT_SCALE, else ci)")
-        p.add_argument("--out", default=None, help="results folder (default: results/ of the repository)")
+        p.add_argument("--out", default=None, help="results folder (default: GAUGELIT_RESULTS_DIR, else ./results)")
     rep.add_argument("--datasets", nargs="+", choices=list(DATASETS), help="default: the scale's")
     rep.add_argument("--archs", nargs="+", choices=list(ARCHITECTURES), help="default: the scale's")
     rep.add_argument("--optimizers", nargs="+", choices=list(OPTIMIZERS), help="default: sgd egd")
@@ -57,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--batch-models", action=argparse.BooleanOptionalAction, default=None,
                      help="train the runs of a grid cell (seeds x gauge fixing) at once, one file per "
                           "run still (default: on with the CuPy backend, off on the CPU)")
+    # listed for --help; main() hands its arguments to gaugelit.experiments.ablation.main
+    sub.add_parser("ablation", help="the paired claim-3 study of section 4.1's unsaid choices "
+                                    "(gaugelit ablation --help)")
     return parser
 
 
@@ -74,10 +78,10 @@ def _settings(args):
 def reproduce(args) -> int:
     from pathlib import Path
 
-    from . import experiments as ex
+    from .experiments import _sweep as ex
 
     settings = _settings(args)
-    out = Path(args.out) if args.out else ex.results_root()
+    out = Path(args.out) if args.out else results_dir()
     runs = settings.runs()
     if args.shard is not None:
         runs = ex.shard_runs(runs, args.shard, _batch_models(args))
@@ -98,16 +102,16 @@ def reproduce(args) -> int:
 
 
 def _batch_models(args) -> bool:
-    from .backend import default_backend
+    from .core.backend import default_backend
     return default_backend().__name__ == "cupy" if args.batch_models is None else args.batch_models
 
 
 def summary(args) -> int:
     from pathlib import Path
 
-    from . import experiments as ex
+    from .experiments import _sweep as ex
 
-    folder = (Path(args.out) if args.out else ex.results_root()) / (args.scale or env_scale())
+    folder = (Path(args.out) if args.out else results_dir()) / (args.scale or env_scale())
     rows = ex.final_table(ex.load_results(folder))
     if not rows:
         print(f"no finished runs in {folder}")
@@ -137,6 +141,10 @@ def _one_line(err: BaseException) -> str:
 def main(argv=None) -> int:
     """Run the command line; every expected failure is one line on stderr and exit status 2
     (130 after Ctrl-C), never a traceback."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["ablation"]:
+        from .experiments.ablation import main as ablation_main
+        return ablation_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         return {"reproduce": reproduce, "summary": summary}[args.command](args)

@@ -16,9 +16,9 @@ from typing import Sequence
 import numpy as np
 import sympy as sp
 
-from .backend import to_numpy
-from .gauge import pnorm, rescale, unit_norms
-from .network import LayeredNet, check_p
+from .core.backend import to_numpy
+from .core.gauge import pnorm, rescale, unit_norms
+from .core.network import LayeredNet, check_p
 
 __all__ = ["SymbolicNet", "symbolic_net", "gauge_vector", "rescaled", "relu", "gates", "forward",
            "objective_F", "auxiliary_G", "fan_in", "fan_out", "balance_gap", "sign_cases", "factor_values",

@@ -38,8 +38,8 @@ import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .graph import GaugeGraph
-from .graph_solvers import GraphMinNormResult, minnorm_graph
+from .core.graph import GaugeGraph
+from .solvers import GraphMinNormResult, minnorm_graph
 
 __all__ = ["minnorm_", "gauge_graph", "fold_batchnorm_", "GaugeFix", "GaugeError", "UnsupportedOp"]
 

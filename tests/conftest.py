@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from gaugelit.backend import cupy_available
+from gaugelit.core.backend import cupy_available
 
 BACKENDS = ["numpy"] + (["cupy"] if cupy_available() else [])
 
@@ -29,8 +29,8 @@ def random_net(sizes, seed=0, dtype="float64", xp=np, bias_scale=0.5):
 def tiny(monkeypatch):
     """A sweep's Settings for a 200-12-8-10 architecture on 40 synthetic examples (no data set)."""
     import gaugelit as gl
-    from gaugelit import experiments as ex
-    from gaugelit.data import Dataset
+    from gaugelit.experiments import _sweep as ex
+    from gaugelit.experiments.data import Dataset
     monkeypatch.setitem(gl.ARCHITECTURES, "tiny", (200, 12, 8, 10))
 
     def fake_dataset(name, n_train, n_test, k, dtype):

@@ -1,13 +1,14 @@
-"""gaugelit.ablation: the claim-3 study of section 4.1's silent choices (on synthetic data here)."""
+"""gaugelit.experiments.ablation: the claim-3 study of section 4.1's silent choices (on synthetic data here)."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from gaugelit import ablation as ab
-from gaugelit import claims
+from gaugelit.experiments import ablation as ab
+from gaugelit.experiments import claims
 
-SUMMARY = ab.SUMMARY
+SUMMARY = Path(__file__).resolve().parents[1] / "results" / ab.SUMMARY_NAME
 
 
 @pytest.fixture
@@ -82,7 +83,7 @@ def test_a_missing_run_leaves_its_seed_out(tmp_path, synthetic):
 
 def test_committed_summary_is_of_the_books_study():
     if not SUMMARY.exists():
-        pytest.skip("results/claim3-ablation.json not written yet (python -m gaugelit.ablation)")
+        pytest.skip("results/claim3-ablation.json not written yet (python -m gaugelit.experiments.ablation)")
     summary = json.loads(SUMMARY.read_text())
     assert summary["study"]["variants"] == list(ab.STUDY.variants)
     assert {k: v for k, v in summary["study"].items() if k != "variants"} == \

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import gaugelit as gl
-from gaugelit.batched import train_many
-from gaugelit.training import _StoredNet
+from gaugelit.training._batched import train_many
+from gaugelit.training._train import _StoredNet
 
 SIZES = [6, 9, 7, 3]
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import gaugelit as gl
-from gaugelit.training import _StoredNet
+from gaugelit.training._train import _StoredNet
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,11 +1,11 @@
-"""gaugelit.claims: the statistics and verdicts of section 4's claims, on synthetic run records of
+"""gaugelit.experiments.claims: the statistics and verdicts of section 4's claims, on synthetic run records of
 every outcome."""
 import math
 
 import numpy as np
 import pytest
 
-from gaugelit import claims as cl
+from gaugelit.experiments import claims as cl
 
 
 def record(optimizer, gauge, seed, *, dataset="mnist", arch="3-layer", **final):
@@ -115,7 +115,7 @@ def test_a_single_pair_has_no_interval():
 # -- the paper-scale page's logic on a partial set of run files -------------------------------------
 
 def write_run(folder, run, settings, *, reg_loss, train_error, code="521292068b58017c"):
-    from gaugelit import experiments as ex
+    from gaugelit.experiments import _sweep as ex
     history = {k: [1.0] * (settings.epochs + 1) for k in ex._HISTORY_KEYS}
     history["epoch"] = list(range(settings.epochs + 1))
     history["reg_loss"][-1], history["train_error"][-1] = reg_loss, train_error
@@ -128,7 +128,7 @@ def write_run(folder, run, settings, *, reg_loss, train_error, code="521292068b5
 def test_present_grid_and_claims_from_a_partial_paper_grid(tmp_path):
     import matplotlib
     matplotlib.use("Agg")
-    from gaugelit import experiments as ex
+    from gaugelit.experiments import _sweep as ex
 
     paper = ex.settings_for("paper")
     rng = np.random.default_rng(0)
@@ -168,7 +168,7 @@ def test_present_grid_and_claims_from_a_partial_paper_grid(tmp_path):
 
 
 def test_present_grid_of_an_empty_folder(tmp_path):
-    from gaugelit import experiments as ex
+    from gaugelit.experiments import _sweep as ex
 
     present = cl.present_grid(ex.settings_for("paper"), tmp_path)
     assert present.records == [] and present.cells == [] and len(present.missing) == 240

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import gaugelit as gl
-from gaugelit import data as gd
+from gaugelit.experiments import data as gd
 
 
 # --- writers for the real formats -------------------------------------------------------------

@@ -26,7 +26,7 @@ def device_run(tmp_path, out, carry, **env):
 
 
 def test_cpu_mode_runs_every_step_packs_archives_and_resumes(tmp_path):
-    from gaugelit.data import DataFileMissing, fetch_dataset
+    from gaugelit.experiments.data import DataFileMissing, fetch_dataset
 
     out, carry = tmp_path / "out", tmp_path / "carry"
     carry.mkdir()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import gaugelit as gl
-from gaugelit import experiments as ex
+from gaugelit.experiments import _sweep as ex
 from gaugelit.__main__ import main
 
 matplotlib.use("Agg")
@@ -228,7 +228,7 @@ def test_cli_reproduce_resume_and_summary(tiny, tmp_path, capsys, monkeypatch):
 
 @pytest.fixture
 def real_small():
-    from gaugelit.data import DataFileMissing, fetch_dataset
+    from gaugelit.experiments.data import DataFileMissing, fetch_dataset
     try:
         fetch_dataset("mnist", download=False)
     except DataFileMissing:

@@ -4,7 +4,7 @@ import pytest
 
 import gaugelit as gl
 from conftest import random_net
-from gaugelit import flows
+from gaugelit.training import flows
 
 
 def data(n=16, d=4, classes=3, seed=0):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import gaugelit as gl
-from gaugelit.graph import DenseNet, GaugeGraph
-from gaugelit.graph_solvers import colour_groups, minnorm_graph
+from gaugelit.core.graph import DenseNet, GaugeGraph
+from gaugelit.solvers import colour_groups, minnorm_graph
 
 
 def algorithm1_dense(W, hidden, p, iters):
@@ -227,7 +227,7 @@ def test_float32_chain_as_graph():
 def test_core_does_not_import_torch():
     import subprocess
     import sys
-    code = "import sys, gaugelit, gaugelit.graph, gaugelit.graph_solvers; assert 'torch' not in sys.modules"
+    code = "import sys, gaugelit, gaugelit.core.graph, gaugelit.solvers; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -4,7 +4,11 @@ import textwrap
 
 import pytest
 
-from gaugelit import ledger
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "_ext"))
+import ledger  # noqa: E402 -- the book's tool, beside the book
 
 
 def test_book_displays_and_checks_every_required_equation():

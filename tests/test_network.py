@@ -99,7 +99,7 @@ def test_bad_p_is_refused(p):
 
 
 def test_backend_selection(monkeypatch):
-    import gaugelit.backend as backend
+    import gaugelit.core.backend as backend
     monkeypatch.setenv("GAUGELIT_BACKEND", "numpy")
     assert gl.default_backend() is np
     monkeypatch.setenv("GAUGELIT_BACKEND", "tpu")

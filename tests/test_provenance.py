@@ -1,9 +1,9 @@
-"""gaugelit.provenance: every committed run file names code the table knows, and the labels say
+"""gaugelit.experiments.provenance: every committed run file names code the table knows, and the labels say
 which changes since bear on a run."""
 import json
 from pathlib import Path
 
-from gaugelit import provenance as pv
+from gaugelit.experiments import provenance as pv
 from gaugelit.experiments import code_fingerprint
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "paper"
@@ -34,7 +34,7 @@ def test_labels_say_what_bears_on_a_run():
     assert "bearing on this run" in pv.label(egd, current=last)
     assert pv.provenance({"code": last}, current=last)["current"]
     assert not pv.provenance({"code": "0" * 16}, current=last)["known"]
-    assert "not in gaugelit.provenance.CHANGES" in pv.label({"code": "0" * 16}, current=last)
+    assert "not in gaugelit.experiments.provenance.CHANGES" in pv.label({"code": "0" * 16}, current=last)
     # when the modules change again and the table has no entry yet, the label says so
     assert "later changes not in the table" in pv.label(sgd, current="f" * 16)
 
@@ -44,5 +44,5 @@ def test_the_table_reaches_this_checkout():
     # its entry in provenance.CHANGES, saying whether it bears on the committed runs.
     current = code_fingerprint()
     assert current == pv.CHANGES[-1].to, (
-        f"this checkout's code fingerprint {current} is not in gaugelit.provenance.CHANGES: add a Change("
+        f"this checkout's code fingerprint {current} is not in gaugelit.experiments.provenance.CHANGES: add a Change("
         f"{pv.CHANGES[-1].to!r}, {current!r}, what changed, which runs it affects)")

@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 import gaugelit as gl
-from gaugelit import experiments as ex
+from gaugelit.experiments import _sweep as ex
 from gaugelit.__main__ import main
-from gaugelit.checks import float_dtype, integer, plain_array, real, switch
-from gaugelit.data import top_singular_directions
+from gaugelit.core.checks import float_dtype, integer, plain_array, real, switch
+from gaugelit.experiments.data import top_singular_directions
 
 # derandomize: CI runs the same examples every time (a failing example is then a failing build, never a flake)
 FAST = settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
@@ -483,7 +483,7 @@ import os, signal, sys, time
 signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {here!r})
 import gaugelit as gl
-from gaugelit import experiments as ex
+from gaugelit.experiments import _sweep as ex
 import reliability_tasks
 runs = ex.settings_for("ci").runs()[:2]
 ex._run_in_processes(runs, ex.settings_for("ci"), {out!r}, 2, lambda run, record: None, None,

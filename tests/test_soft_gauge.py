@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import gaugelit as gl
-from gaugelit.soft_gauge import (from_parameter_vector, gauge_coordinates, generator_combination,
+from gaugelit.training.soft_gauge import (from_parameter_vector, gauge_coordinates, generator_combination,
                                  generator_gram, generator_inner, parameter_vector, rescaling_generators,
                                  soft_gauge_flow, soft_gauge_penalty)
 from conftest import random_net

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from gaugelit.stats import paired_comparison, sign_test, t_quantile
+from gaugelit.experiments.stats import paired_comparison, sign_test, t_quantile
 
 
 @pytest.mark.parametrize("q, df, expected", [(0.975, 1, 12.706204736), (0.975, 4, 2.776445105),
@@ -58,7 +58,7 @@ def test_bad_input_is_refused():
 
 
 def test_t_cdf_against_closed_forms():
-    from gaugelit.stats import _t_cdf
+    from gaugelit.experiments.stats import _t_cdf
     for t in (-3.0, -0.5, 0.0, 0.7, 2.5, 40.0):
         assert _t_cdf(t, 1) == pytest.approx(0.5 + math.atan(t) / math.pi, abs=1e-13)           # Cauchy
         assert _t_cdf(t, 2) == pytest.approx(0.5 + t / (2 * math.sqrt(2 + t * t)), abs=1e-13)  # df = 2

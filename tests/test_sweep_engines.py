@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import gaugelit as gl
-from gaugelit import experiments as ex
+from gaugelit.experiments import _sweep as ex
 from gaugelit.__main__ import main
 
 
@@ -48,11 +48,11 @@ def test_batched_cells_write_the_files_of_single_runs_and_resume(tiny, tmp_path)
 
 
 def test_an_interrupted_cell_writes_nothing(tiny, tmp_path, monkeypatch):
-    import gaugelit.batched as batched
+    import gaugelit.training as training
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(batched, "train_many", interrupted)
+    monkeypatch.setattr(training, "train_many", interrupted)
     with pytest.raises(KeyboardInterrupt):
         ex.reproduce(tiny, tmp_path, batch_models=True, log=None)
     assert names(tmp_path / "ci") == []

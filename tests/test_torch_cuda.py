@@ -25,7 +25,7 @@ except (ImportError, OSError) as e:   # not installed, or a build whose librarie
 nn = torch.nn
 
 import gaugelit.torch as gt                                # noqa: E402
-from gaugelit.backend import to_numpy                      # noqa: E402
+from gaugelit.core.backend import to_numpy                      # noqa: E402
 from gaugelit.solvers import ConvergenceWarning            # noqa: E402
 from gaugelit.torch import GaugeError, GaugeFix, gauge_graph, minnorm_   # noqa: E402
 from torch_models import CNN, Res, mlp                      # noqa: E402  (tests/test_torch.py's models)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import gaugelit as gl
-from gaugelit.toy import (TARGET, fit, invariance_errors, loss_hessian, lr_stress_test, scale_drift,
+from gaugelit.experiments.toy import (TARGET, fit, invariance_errors, loss_hessian, lr_stress_test, scale_drift,
                           strength_sweep, target, toy_net, toy_regression, validation_mse)
 
 

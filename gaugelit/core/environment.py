@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["scale", "data_dir"]
+__all__ = ["scale", "data_dir", "results_dir"]
 
 _SCALES = ("ci", "paper")
 
@@ -28,3 +28,11 @@ def data_dir() -> Path:
     ``~/.cache/gaugelit`` (pooch's cache for this project)."""
     env = os.environ.get("GAUGELIT_DATA_DIR")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "gaugelit"
+
+
+def results_dir(default="results") -> Path:
+    """Where run files are read and written: ``GAUGELIT_RESULTS_DIR``, else ``default`` (relative
+    to the working directory). The package assumes no repository around it: the book passes its own
+    folder (``results_dir("../results")`` from ``book/``), the command line ``./results``."""
+    env = os.environ.get("GAUGELIT_RESULTS_DIR")
+    return Path(env).expanduser() if env else Path(default)

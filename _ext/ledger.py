@@ -16,8 +16,8 @@ Conventions in ``book/*.md``
   ``# slip eq-N: note`` when it concerns equation N, or ``# slip where: note`` (``where`` a short
   name of the place in the paper, without a colon) for one outside the numbered equations.
 
-The module is also a Sphinx extension (``sphinx: extra_extensions: [gaugelit.ledger]`` in
-``_config.yml``): it numbers every display labelled ``eq-N`` as ``(N)``, the paper's number, in
+The module is also a Sphinx extension (``sphinx: local_extensions: {ledger: _ext/}`` in
+``_config.yml``; it lives beside the book, not in the package): it numbers every display labelled ``eq-N`` as ``(N)``, the paper's number, in
 the display and in every ``{eq}`` reference, instead of Sphinx's running count per page.
 """
 from __future__ import annotations
@@ -100,7 +100,7 @@ def number(label: str) -> int:
 
 
 def book_dir() -> Path:
-    """The book's chapter folder, ``book/`` beside the package (gaugelit is installed editable)."""
+    """The book's chapter folder: ``book/`` beside this ``_ext/`` folder of the book's tools."""
     path = Path(__file__).resolve().parent.parent / "book"
     if not path.is_dir():
         raise FileNotFoundError(f"no book/ folder at {path}; pass the folder to parse_book()")

@@ -23,8 +23,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .checks import float_dtype, integer, switch
-from .settings import data_dir
+from ..core.checks import float_dtype, integer, switch
+from ..core.environment import data_dir
 
 __all__ = ["DATASETS", "RemoteFile", "DatasetSpec", "DataFileMissing", "DataFileCorrupt",
            "Dataset", "fetch", "fetch_dataset", "verify", "read_idx", "read_emnist_zip", "read_cifar10_tarball",

@@ -8,11 +8,12 @@ import warnings
 
 import numpy as np
 
-from .backend import array_module
-from .checks import integer, plain_array, real, switch
-from .gauge import _abs_pow, _exp_total, _log_pnorm_terms, dead_units
-from .network import LayeredNet, check_inputs, check_p
-from .solvers import ConvergenceWarning, _algorithm1_in_log_domain, minnorm
+from ..core.backend import array_module
+from ..core.checks import integer, plain_array, real, switch
+from ..core.gauge import _abs_pow, _exp_total, _log_pnorm_terms, dead_units
+from ..core.network import LayeredNet, check_inputs, check_p
+from ..solvers import ConvergenceWarning, minnorm
+from ..solvers._chain import _algorithm1_in_log_domain
 
 __all__ = ["TrainingDiverged", "loss_and_grads", "regularizer", "sgd_step", "egd_step", "evaluate",
            "train", "OPTIMIZERS", "EGD_BIASES", "egd_bias_scale"]

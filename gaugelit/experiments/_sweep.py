@@ -39,15 +39,15 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .backend import asarray, default_backend
-from .checks import float_dtype, integer, real, switch
+from ..core.backend import asarray, default_backend
+from ..core.checks import float_dtype, integer, real, switch
 from .data import DATASETS, fetch_dataset, load_dataset
-from .network import ARCHITECTURES, he_init
-from .training import OPTIMIZERS, TrainingDiverged, train
+from ..core.network import ARCHITECTURES, he_init
+from ..training import OPTIMIZERS, TrainingDiverged, train
 
 __all__ = ["Settings", "SETTINGS", "Run", "settings_for", "run_settings", "run_one", "reproduce",
            "is_finished", "write_json_atomic", "run_cell", "cells", "shard_of", "shard_runs",
-           "load_results", "grid_records", "results_root", "code_fingerprint",
+           "load_results", "grid_records", "code_fingerprint",
            "device_name", "available_cores", "ResultsNotWritable", "check_writable", "curves", "final_table", "paired_differences", "balancing_share", "plot_learning_curves",
            "METRICS", "FORMAT"]
 
@@ -166,13 +166,22 @@ def run_settings(run: Run, settings: Settings) -> dict:
     }
 
 
+#: The code a run's numbers depend on, relative to the package: every module of these layers, and
+#: the data loading (the experiments' other modules only organise and read the runs).
+FINGERPRINTED = ("core", "solvers", "training", "experiments/data.py")
+
+
 @functools.lru_cache(maxsize=1)
 def code_fingerprint() -> str:
-    """A short hash of the modules a run's numbers depend on; stored in every run file."""
-    here = Path(__file__).parent
+    """A short hash of the modules a run's numbers depend on (:data:`FINGERPRINTED`, by path and
+    content); stored in every run file."""
+    package = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
-    for name in ("backend", "network", "gauge", "solvers", "training", "batched", "data"):
-        digest.update((here / f"{name}.py").read_bytes())
+    for entry in FINGERPRINTED:
+        paths = [package / entry] if entry.endswith(".py") else sorted((package / entry).glob("*.py"))
+        for path in paths:
+            digest.update(path.relative_to(package).as_posix().encode())
+            digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -356,7 +365,7 @@ def run_one(run: Run, settings: Settings, out, *, xp=None, progress: bool = Fals
 
 def _stamp(record, wall_seconds, xp):
     """What every run file holds beside its curves: wall time, device, version, code, date."""
-    from . import __version__
+    from .._version import __version__
     record.update({
         "wall_seconds": wall_seconds, "device": device_name(xp),
         "gaugelit_version": __version__, "code": code_fingerprint(),
@@ -385,7 +394,7 @@ def run_cell(runs: list[Run], settings: Settings, out, *, xp=None, progress: boo
     The files are those of :func:`run_one` (same settings, curves equal to rounding), so a sweep
     may mix the two and resumes either way; ``wall_seconds`` is the cell's time divided by its
     runs, and ``batch`` records the cell's size and time. Nothing is written until all have finished."""
-    from .batched import train_many
+    from ..training import train_many
 
     runs = list(runs)
     if len({(r.dataset, r.architecture, r.optimizer, r.scale) for r in runs}) != 1:
@@ -682,22 +691,6 @@ def _run_in_processes(runs, settings, out, jobs, finished, log, task=None):
 
 # ---------------------------------------------------------------------------------------------
 # Reading results back
-
-
-def results_root() -> Path:
-    """Where results live: ``GAUGELIT_RESULTS_DIR``, else ``results/`` in the repository that holds
-    this (editable) package, else in the nearest folder above the working directory that has a
-    ``pyproject.toml``, else ``./results``."""
-    env = os.environ.get("GAUGELIT_RESULTS_DIR")
-    if env:
-        return Path(env).expanduser()
-    repo = Path(__file__).resolve().parents[1]
-    if (repo / "pyproject.toml").exists() and (repo / "gaugelit").is_dir():
-        return repo / "results"
-    for folder in (Path.cwd(), *Path.cwd().parents):
-        if (folder / "pyproject.toml").exists():
-            return folder / "results"
-    return Path.cwd() / "results"
 
 
 def load_results(folder, *, status: str = "finished") -> list[dict]:

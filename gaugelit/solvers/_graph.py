@@ -27,13 +27,12 @@ import math
 
 import numpy as np
 
-from .gauge import _quiet
-from .graph import GaugeGraph
-from .network import check_p
+from ..core.gauge import _quiet
+from ..core.graph import GaugeGraph
+from ..core.network import check_p
+from ._loop import MinNormResult, _iterate, _solver_args, _warn_unconverged
 
-__all__ = ["minnorm_graph", "minnorm_any", "enorm_style", "GraphMinNormResult", "colour_groups"]
-
-from .solvers import MinNormResult, _iterate, _solver_args, _warn_unconverged  # noqa: E402 (solvers imports this lazily)
+__all__ = ["minnorm_graph", "enorm_style", "GraphMinNormResult", "colour_groups"]
 
 
 class GraphMinNormResult(MinNormResult):
@@ -577,13 +576,3 @@ def enorm_style(graph: GaugeGraph, p: float = 2.0, *, gamma_tol: float = 1e-6,
     ``rescaled``), so it is the fair sweep-for-sweep baseline of the block method.
     ``iterations`` counts sweeps."""
     return minnorm_graph(graph, p, method="enorm-style", gamma_tol=gamma_tol, max_iter=max_iter)
-
-
-def minnorm_any(net, p=2.0, **kw) -> GraphMinNormResult:
-    """``minnorm`` for what is not a :class:`~gaugelit.network.LayeredNet`: a graph or a DenseNet."""
-    from .graph import DenseNet
-    if isinstance(net, DenseNet):
-        net = GaugeGraph.from_dense(net)
-    if not isinstance(net, GaugeGraph):
-        raise TypeError(f"minnorm: net must be a LayeredNet, GaugeGraph or DenseNet, got {type(net).__name__}")
-    return minnorm_graph(net, p, **kw)

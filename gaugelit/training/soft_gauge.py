@@ -34,10 +34,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backend import array_module
-from .gauge import balance_gaps, rescale
-from .network import LayeredNet
-from .solvers import ConvergenceWarning
+from ..core.backend import array_module
+from ..core.gauge import balance_gaps, rescale
+from ..core.network import LayeredNet
+from ..solvers import ConvergenceWarning
 
 __all__ = ["soft_gauge_penalty", "rescaling_generators", "generator_combination", "generator_inner",
            "generator_gram", "gauge_coordinates", "GaugeCoordinates", "soft_gauge_flow",

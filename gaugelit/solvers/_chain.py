@@ -21,43 +21,15 @@ Methods
 from __future__ import annotations
 
 import math
-import warnings
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backend import array_module
-from .checks import integer, real
-from .gauge import _abs_pow, _quiet, _rescale_trusted, dead_units
-from .network import LayeredNet, check_p
+from ..core.backend import array_module
+from ..core.gauge import _abs_pow, _quiet, _rescale_trusted, dead_units
+from ..core.network import LayeredNet, check_p
+from ._loop import MinNormResult, _iterate, _solver_args, _warn_unconverged
 
-__all__ = ["minnorm", "MinNormResult", "ConvergenceWarning", "METHODS", "layer_shift"]
-
-METHODS = ("block", "multiplicative")
-
-
-class ConvergenceWarning(UserWarning):
-    """The solver stopped at ``max_iter`` before its stopping rule held."""
-
-
-@dataclass
-class MinNormResult:
-    """The outcome of :func:`minnorm`.
-
-    ``objective[t]`` and ``gamma[t]`` are ``sum |W|^p`` and the imbalance (eq. 20) before the first
-    update (``t = 0``) and after update ``t``; ``iterations`` updates were applied. ``passes``
-    counts the reads of ``M`` by matrix-vector products, in units of the whole network.
-    """
-    net: LayeredNet
-    factors: list
-    iterations: int
-    objective: np.ndarray
-    gamma: np.ndarray
-    dead_units: list
-    method: str
-    converged: bool
-    passes: float = field(default=0.0)
-
+__all__ = ["minnorm_chain", "layer_shift"]
 
 class _LogScales:
     """Log-factors ``u`` of the hidden units and the matrix-vector products that F needs.
@@ -307,32 +279,11 @@ def _block_step(st: _LogScales) -> float:
     return st.max_step(before)
 
 
-def minnorm(net: LayeredNet, p: float = 2.0, *, method: str | None = None, delta: float = 1e-3,
-            gamma_tol: float | None = None, max_iter: int = 10_000) -> MinNormResult:
-    """Rescale ``net`` to the minimum of ``sum_ij |W_ij|^p`` over its gauge orbit.
-
-    Parameters
-    ----------
-    p : the norm exponent, any finite ``p > 0``.
-    method : ``"block"`` (default, the fastest exact method) or ``"multiplicative"`` (Algorithm 1).
-    delta : stop once an update changes every factor by less than ``delta``: ``max_i |a_i - 1| < delta``
-        (Algorithm 1's rule; the last update is applied and counted).
-    gamma_tol : if given, replaces the delta rule: iterate until the imbalance (eq. 20) ``< gamma_tol``.
-    max_iter : at most this many updates; a :class:`ConvergenceWarning` says when it was reached.
-
-    Dead hidden units (all incoming or all outgoing weights zero) keep ``a = 1``; they are listed
-    in ``.dead_units`` (one index array per hidden layer) and left out of gamma.
-
-    ``net`` may also be a :class:`~gaugelit.graph.GaugeGraph` or a :class:`~gaugelit.graph.DenseNet`
-    (the paper's general ``W``, eq. 2): see :func:`gaugelit.graph_solvers.minnorm_graph`.
-    """
-    if not isinstance(net, LayeredNet):  # any feedforward graph: gaugelit.graph_solvers
-        from .graph_solvers import minnorm_any
-        return minnorm_any(net, p, method=method, delta=delta, gamma_tol=gamma_tol, max_iter=max_iter)
+def minnorm_chain(net: LayeredNet, p: float = 2.0, *, method: str | None = None, delta: float = 1e-3,
+                  gamma_tol: float | None = None, max_iter: int = 10_000) -> MinNormResult:
+    """:func:`~gaugelit.solvers.minnorm` on a chain (:class:`~gaugelit.core.network.LayeredNet`)."""
     p = check_p(p)
     method, delta, gamma_tol, max_iter = _solver_args(method, delta, gamma_tol, max_iter)
-    if not isinstance(net, LayeredNet):
-        raise TypeError(f"minnorm: expected a LayeredNet, got {type(net).__name__}")
     xp = net.xp
     with _quiet(xp):                       # overflow and underflow are detected, not warned about
         M = [_abs_pow(W, p, xp) for W in net.weights]
@@ -392,49 +343,6 @@ def minnorm(net: LayeredNet, p: float = 2.0, *, method: str | None = None, delta
                          objective=np.array(objective), gamma=np.array(gamma),
                          dead_units=[xp.nonzero(d)[0] for d in dead], method=method,
                          converged=converged, passes=st.passes)
-
-
-def _solver_args(method, delta, gamma_tol, max_iter, extra=()):
-    """The solvers' common arguments, checked: ``(method, delta, gamma_tol, max_iter)``."""
-    method = METHODS[0] if method is None else method
-    if method not in METHODS + extra:
-        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
-    delta = real(delta, "delta", low=0, low_open=True)
-    if gamma_tol is not None:
-        gamma_tol = real(gamma_tol, "gamma_tol", low=0, low_open=True)
-    return method, delta, gamma_tol, integer(max_iter, "max_iter", low=0)
-
-
-def _iterate(step, record, start, *, xp, delta, gamma_tol, max_iter):
-    """Algorithm 1's loop, for every solver: ``step()`` applies one update and returns
-    ``max_i |a_i - 1|``, ``record()`` gives ``(objective, gamma)`` after it, ``start`` the two before
-    the first. Stops when gamma < ``gamma_tol`` if that is given, else when an update moves every
-    factor by less than ``delta`` (that update applied and counted), or at ``max_iter`` updates.
-    Returns ``(objective record, gamma record, updates, converged)``; ``converged`` is None when a
-    value turned non-finite (factors out of range: the caller decides what follows)."""
-    objective, gamma = [start[0]], [start[1]]
-    it = 0
-    while True:
-        if gamma_tol is not None and gamma[-1] < gamma_tol:
-            return objective, gamma, it, True
-        if it >= max_iter:
-            return objective, gamma, it, False
-        with _quiet(xp):                   # out-of-range values show as non-finite records below
-            step_size = step()
-            it += 1
-            o, g = record()
-        objective.append(o)
-        gamma.append(g)
-        if not (math.isfinite(o) and math.isfinite(step_size) and math.isfinite(g)):
-            return objective, gamma, it, None
-        if gamma_tol is None and step_size < delta:
-            return objective, gamma, it, True
-
-
-def _warn_unconverged(where, delta, gamma_tol, max_iter, gamma):
-    rule = f"gamma < {gamma_tol}" if gamma_tol is not None else f"max|a-1| < {delta}"
-    warnings.warn(f"minnorm ({where}): {rule} not reached in {max_iter} updates (gamma = {gamma:.3g})",
-                  ConvergenceWarning, stacklevel=3)
 
 
 _LOG_MAX64 = math.log(np.finfo(np.float64).max)

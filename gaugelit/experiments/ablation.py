@@ -24,7 +24,7 @@ its runs without gauge fixing with ``"as run"`` (δ acts only when the gauge is 
 minus without gauge fixing) of the final training error, test error and regularised losses, and
 claim 3's verdict on them by :mod:`gaugelit.claims`.
 
-    python -m gaugelit.ablation --jobs 2            # trains what is missing, writes the summary
+    python -m gaugelit ablation --jobs 2            # trains what is missing, writes the summary
 """
 from __future__ import annotations
 
@@ -42,15 +42,17 @@ import numpy as np
 
 from . import claims
 from .data import load_dataset
-from .experiments import code_fingerprint, device_name, write_json_atomic
-from .network import ARCHITECTURES, he_init
-from .training import train
+from ._sweep import code_fingerprint, device_name, write_json_atomic
+from ..core.environment import results_dir
+from ..core.network import ARCHITECTURES, he_init
+from ..training import train
 
-__all__ = ["VARIANTS", "Study", "STUDY", "SUMMARY", "run_config", "run_key", "run_study", "summarise",
+__all__ = ["VARIANTS", "Study", "STUDY", "SUMMARY_NAME", "run_config", "run_key", "run_study", "summarise",
            "plot_summary", "between_variants", "main"]
 
-#: The committed summary of :data:`STUDY` that the book reads (written by ``main``).
-SUMMARY = Path(__file__).resolve().parents[1] / "results" / "claim3-ablation.json"
+#: The name of the committed summary of :data:`STUDY` that the book reads (written by ``main`` into
+#: the results folder, :func:`gaugelit.core.environment.results_dir`).
+SUMMARY_NAME = "claim3-ablation.json"
 
 #: Each variant changes one choice of the runs ("as run": the choices the book's runs made).
 VARIANTS = {
@@ -213,7 +215,7 @@ def summarise(study: Study = STUDY, out="results/ablation", *, margin: float = c
         variants[variant] = row
     return {"study": dataclasses.asdict(study), "margin": margin, "level": claims.LEVEL,
             "codes": sorted(codes), "run_minutes": wall / 60, "variants": variants,
-            "command": "python -m gaugelit.ablation --jobs 2"}
+            "command": "python -m gaugelit ablation --jobs 2"}
 
 
 def between_variants(summary: dict, a: str, b: str, metric: str = "train_error") -> dict:
@@ -254,12 +256,16 @@ def plot_summary(summary: dict, metric: str = "train_error", ax=None):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gaugelit.ablation", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("results/ablation"), help="run files (resumable)")
-    parser.add_argument("--summary", type=Path, default=SUMMARY,
-                        help="the small summary the book reads")
+    parser = argparse.ArgumentParser(prog="gaugelit ablation",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=None,
+                        help="run files, resumable (default: RESULTS/ablation, RESULTS = GAUGELIT_RESULTS_DIR or ./results)")
+    parser.add_argument("--summary", type=Path, default=None,
+                        help=f"the small summary the book reads (default: RESULTS/{SUMMARY_NAME})")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (one per core)")
     args = parser.parse_args(argv)
+    args.out = args.out or results_dir() / "ablation"
+    args.summary = args.summary or results_dir() / SUMMARY_NAME
     run_study(STUDY, args.out, jobs=args.jobs)
     summary = summarise(STUDY, args.out)
     write_json_atomic(args.summary, summary)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .experiments import code_fingerprint
+from ._sweep import code_fingerprint
 
 __all__ = ["Change", "CHANGES", "provenance", "label"]
 
@@ -76,6 +76,11 @@ CHANGES = (
     Change("607fedf908d438c3", "752f9f7892323005",
            "_fold also resets the stored scale and the zero-u flag its two callers reset (same arithmetic)",
            _never),
+    Change("752f9f7892323005", "96d6698119d1f350",
+           "layout only: the modules moved into the layers core, solvers, training and experiments, each "
+           "idea written once (one Algorithm-1 update, one Newton solve, one training step for one model "
+           "or many); every public number the same (tests/golden, 1e-12), the fingerprint now covers "
+           "the layers' modules by path", _never),
 )
 
 
@@ -104,7 +109,7 @@ def label(record: dict, *, current: str | None = None) -> str:
     if p["current"]:
         return f"code {p['code']} (this checkout's)"
     if not p["known"]:
-        return f"code {p['code']}: older code not in gaugelit.provenance.CHANGES"
+        return f"code {p['code']}: older code not in gaugelit.experiments.provenance.CHANGES"
     tail = "" if p["complete"] else "; and later changes not in the table"
     if p["relevant"]:
         return f"code {p['code']}: older; since changed, and bearing on this run: {'; '.join(p['relevant'])}{tail}"

@@ -30,10 +30,11 @@ import warnings
 
 import numpy as np
 
-from .gauge import _abs_pow, dead_units
-from .network import LayeredNet
-from .solvers import ConvergenceWarning, _algorithm1_in_log_domain, minnorm
-from .training import (TrainingDiverged, _check_settings, _check_targets, _apply_update, _eg_plus_minus,
+from ..core.gauge import _abs_pow, dead_units
+from ..core.network import LayeredNet
+from ..solvers import ConvergenceWarning, minnorm
+from ..solvers._chain import _algorithm1_in_log_domain
+from ._train import (TrainingDiverged, _check_settings, _check_targets, _apply_update, _eg_plus_minus,
                        _fold, _on_device_of, _StoredNet, _trained_biases, egd_bias_scale)
 
 __all__ = ["train_many"]

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backend import array_module, asarray, default_backend, to_numpy
-from .gauge import balance_gaps, rescale
-from .network import LayeredNet, he_init
-from .soft_gauge import from_parameter_vector, parameter_vector, soft_gauge_penalty
-from .solvers import minnorm
-from .training import TrainingDiverged, loss_and_grads, sgd_step, train
+from ..core.backend import array_module, asarray, default_backend, to_numpy
+from ..core.gauge import balance_gaps, rescale
+from ..core.network import LayeredNet, he_init
+from ..training.soft_gauge import from_parameter_vector, parameter_vector, soft_gauge_penalty
+from ..solvers import minnorm
+from ..training import TrainingDiverged, loss_and_grads, sgd_step, train
 
 __all__ = ["target", "TARGET", "ToyData", "toy_regression", "INITS", "toy_net", "validation_mse", "ToyFit", "fit",
            "strength_sweep", "lr_stress_test", "DriftRun", "scale_drift", "invariance_errors", "loss_hessian"]
@@ -96,7 +96,7 @@ def toy_net(width: int = 32, seed: int = 0, dtype="float64", xp=None, *, init: s
     w = to_numpy(net.weights[0])[:, 0]
     net.biases[0] = asarray(-w * kinks, net.xp, net.dtype)
     if init == "balanced":
-        from .soft_gauge import gauge_coordinates
+        from ..training.soft_gauge import gauge_coordinates
         net = gauge_coordinates(net).balanced
     return net
 

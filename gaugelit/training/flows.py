@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backend import to_numpy
-from .gauge import balance_gaps, imbalance, pnorm
-from .checks import integer, real, switch
-from .network import LayeredNet, check_p
-from .training import loss_and_grads
+from ..core.backend import to_numpy
+from ..core.gauge import balance_gaps, imbalance, pnorm
+from ..core.checks import integer, real, switch
+from ..core.network import LayeredNet, check_p
+from ._train import loss_and_grads
 
 __all__ = ["flow_velocity", "balance_rate", "integrate_flow", "FlowResult", "relu_pattern"]
 
