@@ -188,23 +188,25 @@ def row_solver_iteration(cfg, xp, sync, repeat):
     """Row 1: one iteration of Algorithm 1 against one matrix-vector product over M."""
     import gaugelit as gl
     from gaugelit.core.gauge import _abs_pow, dead_units
-    from gaugelit.solvers._chain import _LogScales, _multiplicative_step
+    from gaugelit.solvers._chain import ChainState
+    from gaugelit.solvers._steps import multiplicative_step
     rows = []
     for arch, sizes in networks(cfg).items():
         net = gl.he_init(sizes, seed=0, dtype="float32", xp=xp)
         for p in (1.0, 2.0):
             M = [_abs_pow(W, p, xp) for W in net.weights]
             v = [xp.ones(m.shape[1], dtype=m.dtype) for m in M]
-            st = _LogScales(M, p, xp, lambda: dead_units(net))
-            recorded = _LogScales(M, p, xp, lambda: dead_units(net))
+            stacked = [m[None] for m in M]                # the solver's state holds a model axis
+            st = ChainState(stacked, p, xp, lambda: [d[None] for d in dead_units(net)])
+            recorded = ChainState(stacked, p, xp, lambda: [d[None] for d in dead_units(net)])
 
             def minnorm_iteration():              # what gl.minnorm does per update
-                _multiplicative_step(recorded)
+                float(multiplicative_step(recorded)[0])
                 recorded.objective()
                 recorded.gamma()
 
             t = side_by_side({"floor": lambda: [m @ x for m, x in zip(M, v)],
-                              "iteration": lambda: _multiplicative_step(st),
+                              "iteration": lambda: float(multiplicative_step(st)[0]),
                               "minnorm_iteration": minnorm_iteration},
                              block=cfg["iter_block"], repeat=repeat, sync=sync)
             rows.append(dict(arch=arch, p=p, dtype="float32", weights=sum(int(m.size) for m in M),

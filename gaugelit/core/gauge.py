@@ -147,7 +147,11 @@ def dead_units(net: LayeredNet):
     Such units cannot be balanced (eq. 9 has no solution) and do not change the function under
     any rescaling; the solvers keep their factor at 1 and leave them out of ``imbalance``.
     """
-    W = net.weights
+    return _dead_units(net.weights)
+
+
+def _dead_units(W):
+    """:func:`dead_units` of a chain given by its weight matrices."""
     # ``any`` tests ``!= 0`` itself: no boolean temporary the size of W.
     return [~(W[k - 1].any(axis=1) & W[k].any(axis=0)) for k in range(1, len(W))]
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .backend import array_module
+from .gauge import _rescale_trusted
 from .network import LayeredNet
 
 __all__ = ["GaugeGraph", "Group", "Block", "DenseNet"]
@@ -133,9 +134,9 @@ class GaugeGraph:
         ids = [g.add_group("input", sizes[0], free=False, reason="network input")]
         ids += [g.add_group(f"hidden {k}", n) for k, n in enumerate(sizes[1:-1], start=1)]
         ids.append(g.add_group("output", sizes[-1], free=False, reason="network output"))
-        for l, W in enumerate(net.weights):
-            g.add_block(ids[l], ids[l + 1], W, name=f"weights[{l}]")
-        from .gauge import _rescale_trusted
+        # a LayeredNet's weights were checked when it was made: no pass over them again here
+        g.blocks = [Block(ids[l], ids[l + 1], W[:, :, None], name=f"weights[{l}]") for l, W in enumerate(net.weights)]
+        g.xp = net.xp
         g.rescaled = lambda factors: _rescale_trusted(net, [factors[k] for k in ids[1:-1]])
         return g
 

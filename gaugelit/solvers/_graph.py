@@ -1,25 +1,18 @@
-"""Minimum-norm gauge fixing on a :class:`~gaugelit.graph.GaugeGraph` (any feedforward network).
+"""The general state of the solvers: any :class:`~gaugelit.core.graph.GaugeGraph`.
 
-Minimise ``F = (1/p) sum_b sum_ij |W^b_ij|^p exp(p (u_i - u_j))`` over the log-factors ``u`` of the
-free groups (eq. 10 with ``W`` cut into blocks ``b``). Two methods, as on chains:
-
-``"multiplicative"``
-    Algorithm 1 exactly as published: every free unit at once, ``log a_i = (1/4p) log(out_i/in_i)``.
-    Its proof (the auxiliary function G, eqs. 13-16) never uses layers, so it holds on any graph,
-    also for blocks that start and end in the same group.
-``"block"``
-    Exact block-coordinate descent. Two groups *interact* when a block joins them; groups of one
-    colour of a greedy colouring (in graph order; odd/even layers on a chain) do not interact, so a
-    whole colour takes its exact minimiser ``exp(2p u_i) = s_i / r_i`` at once. A group with a block
-    into itself is not separable; it takes Algorithm 1's (monotone) step instead. Before each sweep
-    the slow mode -- one common shift per group -- is minimised exactly: F restricted to the shifts
-    is a small convex problem (Newton's method with backtracking on the group-level Hessian).
+F is ``(1/p) sum_b sum_ij |W^b_ij|^p exp(p (u_i - u_j))`` over the log-factors ``u`` of the free
+groups (eq. 10 with ``W`` cut into blocks ``b``). Two groups *interact* when a block joins them;
+groups of one colour of a greedy colouring (:func:`colour_groups`, in graph order; odd/even layers
+on a chain) do not interact, so a whole colour may take its exact minimiser at once. A group with
+a block into itself is not separable. Algorithm 1's proof (the auxiliary function G, eqs. 13-16)
+never uses layers, so its update holds on any graph, also for such blocks.
 
 Scale safety: each block is normalised by its largest ``|W|`` and its log-scale ``c_b = p log max|W|``
 carried in float64; each free group's log-factors are ``u = t_g + v`` with the common part ``t_g`` in
 float64 and ``v`` in the weights' dtype. Every sum that mixes blocks is combined by log-sum-exp, so
 neither ``|W|^p`` nor ``exp(p u)`` is formed where it could overflow; the shift step only moves the
-``t_g`` and touches no array.
+``t_g`` and touches no array. :func:`prebalanced` makes a float64 copy for the extreme gauges in
+which entries negligible at the start weigh at the answer.
 """
 from __future__ import annotations
 
@@ -29,19 +22,9 @@ import numpy as np
 
 from ..core.gauge import _quiet
 from ..core.graph import GaugeGraph
-from ..core.network import check_p
-from ._loop import MinNormResult, _iterate, _solver_args, _warn_unconverged
+from ._steps import exact_log_factor, halfway, newton_shift
 
-__all__ = ["minnorm_graph", "enorm_style", "GraphMinNormResult", "colour_groups"]
-
-
-class GraphMinNormResult(MinNormResult):
-    """:class:`~gaugelit.solvers.MinNormResult` for a graph: ``factors[g]`` per group (ones for fixed
-    groups), ``dead_units[g]`` per group, plus ``graph`` and ``fixed_units`` (name, size, reason)."""
-
-    def __init__(self, *args, graph=None, fixed_units=None, **kw):
-        super().__init__(*args, **kw)
-        self.graph, self.fixed_units = graph, fixed_units
+__all__ = ["GraphState", "colour_groups", "prebalanced"]
 
 
 def colour_groups(graph: GaugeGraph):
@@ -101,13 +84,19 @@ def _block_M(w, p: float, xp):
     return (m.reshape(n_dst * n_src, k) @ xp.ones(k, dtype=w.dtype)).reshape(n_dst, n_src), p * math.log(s)
 
 
-class _GraphState:
+class GraphState:
+    """The log-factors of a graph's free groups and the products F needs, scale-safe (see the
+    module docstring); the state the steps of :mod:`._steps` drive."""
+
     def __init__(self, graph: GaugeGraph, p: float, offsets=None):
         xp, self.p, self.graph = graph.xp, p, graph
         self.xp = xp
         G = len(graph.groups)
         dt = graph.dtype
         self.free = [grp.free for grp in graph.groups]
+        self.groups = [g for g, free in enumerate(self.free) if free]
+        self.colours = colour_groups(graph)
+        self.self_loops = frozenset(b.src for b in graph.blocks if b.src == b.dst)
         self.M, self.c = [], []
         for k, b in enumerate(graph.blocks):
             m, c = _block_M(b.weight, p, xp)
@@ -133,7 +122,7 @@ class _GraphState:
         self.bwd = [None] * len(self.M)
         self.fwd_dead = [None] * len(self.M)
         self.bwd_dead = [None] * len(self.M)
-        self.refresh(range(len(self.M)), range(len(self.M)))
+        self.refresh_blocks(range(len(self.M)), range(len(self.M)))
         self.sums_lost = False
         self._find_dead()
 
@@ -168,13 +157,20 @@ class _GraphState:
                     self.fwd_dead[k] = self.M[k] @ (~self.live[b.src]).astype(self.M[k].dtype)
                 if self.live[b.dst] is not None:
                     self.bwd_dead[k] = (~self.live[b.dst]).astype(self.M[k].dtype) @ self.M[k]
-            self.refresh(range(len(self.M)), range(len(self.M)))
+            self.refresh_blocks(range(len(self.M)), range(len(self.M)))
 
     def _e(self, g, sign):
         e = self.xp.exp(sign * self.p * self.v[g])
         return e if self.live[g] is None else e * self.live[g]
 
-    def refresh(self, fwd_blocks, bwd_blocks):
+    def refresh(self, groups):
+        """The products that read the factors of ``groups``: ``fwd`` of the blocks out of them,
+        ``bwd`` of the blocks into them."""
+        moved, blocks = set(groups), self.graph.blocks
+        self.refresh_blocks([k for k, b in enumerate(blocks) if b.src in moved],
+                            [k for k, b in enumerate(blocks) if b.dst in moved])
+
+    def refresh_blocks(self, fwd_blocks, bwd_blocks):
         blocks = self.graph.blocks
         for k in fwd_blocks:
             self.fwd[k] = self.M[k] @ self._e(blocks[k].src, -1)
@@ -211,7 +207,7 @@ class _GraphState:
             return 0.0, zero
         if self.live[g] is not None:
             r, s = xp.where(self.live[g], r, 1), xp.where(self.live[g], s, 1)
-        return (cs - cr) / (2 * self.p), (xp.log(s) - xp.log(r)) / (2 * self.p)
+        return exact_log_factor(cr, cs, self.p), exact_log_factor(xp.log(r), xp.log(s), self.p)
 
     def set_u(self, g, T, d):
         """Move group g's live units to ``u = T + d`` (stored as ``t = T + mean d``, ``v = d - mean d``)."""
@@ -221,6 +217,12 @@ class _GraphState:
         v = d - d.dtype.type(mean)
         self.v[g] = v if live is None else xp.where(live, v, 0)
         self.t[g] = T + mean
+
+    def move(self, g, target, half=False):
+        T, d = target
+        if half:
+            T, d = halfway(self.t[g], T), halfway(self.v[g], d)
+        self.set_u(g, T, d)
 
     def snapshot(self):
         return list(self.t), list(self.v)
@@ -289,7 +291,8 @@ class _GraphState:
         return worst
 
     # -- the exact shift: one common log-scale per free group --------------------------------------
-    def shift(self, tol=1e-13, max_iter=50):
+    def shift(self, tol=1e-13, max_iter=100):
+        """The exact common shift of every free group (:func:`~._steps.newton_shift`): moves only ``t``."""
         p, blocks = self.p, self.graph.blocks
         idx = {g: n for n, g in enumerate(g for g, f in enumerate(self.free) if f)}
         nf = len(idx)
@@ -318,45 +321,8 @@ class _GraphState:
                     terms.append((c + math.log(val), dd, ss))
         if not terms:
             return
-        cmax = max(t[0] for t in terms)
-        A = np.array([math.exp(t[0] - cmax) for t in terms])
-        D = np.array([-1 if t[1] is None else t[1] for t in terms])
-        S = np.array([-1 if t[2] is None else t[2] for t in terms])
-
-        def evaluate(z):
-            zz = np.concatenate([z, [0.0]])                  # index -1: a fixed group
-            e = A * np.exp(zz[D] - zz[S])
-            return e, float(e.sum())
-
-        z = np.zeros(nf)
-        e, f = evaluate(z)
-        for _ in range(max_iter):
-            grad = np.zeros(nf + 1)
-            np.add.at(grad, D, e)
-            np.add.at(grad, S, -e)
-            H = np.zeros((nf + 1, nf + 1))
-            np.add.at(H, (D, D), e)
-            np.add.at(H, (S, S), e)
-            np.add.at(H, (D, S), -e)
-            np.add.at(H, (S, D), -e)
-            g, H = grad[:nf], H[:nf, :nf]
-            try:
-                step = np.linalg.solve(H + 1e-14 * np.trace(H) * np.eye(nf), -g)
-            except np.linalg.LinAlgError:
-                return
-            dec = -g @ step
-            if not dec > tol * f:
-                break
-            tstep = 1.0
-            while True:                                    # backtracking keeps F decreasing
-                trial = z + tstep * step
-                et, ft = evaluate(trial)
-                if ft <= f - 0.25 * tstep * dec or tstep < 1e-10:
-                    break
-                tstep *= 0.5
-            if not ft < f:
-                break
-            z, e, f = trial, et, ft
+        z = newton_shift([t[0] for t in terms], [-1 if t[1] is None else t[1] for t in terms],
+                         [-1 if t[2] is None else t[2] for t in terms], nf, tol=tol, max_iter=max_iter)
         for g, n in idx.items():
             self.t[g] += z[n] / p
 
@@ -422,120 +388,7 @@ class _GraphState:
         return out
 
 
-def _multiplicative_step(st: _GraphState) -> float:
-    """Algorithm 1: every free unit moves halfway to its group's exact minimiser (eq. 12)."""
-    before = st.snapshot()
-    moves = [(g, st.target(g)) for g, f in enumerate(st.free) if f]
-    for g, (T, d) in moves:
-        st.set_u(g, (T + st.t[g]) / 2, (d + st.v[g]) / 2)
-    n = len(st.M)
-    st.refresh(range(n), range(n))
-    return st.max_step(before)
-
-
-def _block_step(st: _GraphState, classes, selfloop) -> float:
-    before = st.snapshot()
-    st.shift()
-    blocks = st.graph.blocks
-    for cls in classes:
-        moves = [(g, st.target(g)) for g in cls]
-        for g, (T, d) in moves:
-            if g in selfloop:                              # not separable: Algorithm 1's half step
-                st.set_u(g, (T + st.t[g]) / 2, (d + st.v[g]) / 2)
-            else:
-                st.set_u(g, T, d)
-        moved = set(cls)
-        st.refresh([k for k, b in enumerate(blocks) if b.src in moved],
-                   [k for k, b in enumerate(blocks) if b.dst in moved])
-    return st.max_step(before)
-
-
-def _enorm_sweep(st: _GraphState, selfloop) -> float:
-    """One ENorm-style sweep (Stock et al., 2019, Sec. 3): the free groups one after another in
-    graph order, each to its exact minimiser given the others (Gauss-Seidel), no shift step."""
-    before = st.snapshot()
-    for g, free in enumerate(st.free):
-        if not free:
-            continue
-        T, d = st.target(g)
-        if g in selfloop:
-            st.set_u(g, (T + st.t[g]) / 2, (d + st.v[g]) / 2)
-        else:
-            st.set_u(g, T, d)
-        st.refresh([k for k in st.outs[g]], [k for k in st.ins[g]])
-    return st.max_step(before)
-
-
-def minnorm_graph(graph: GaugeGraph, p: float = 2.0, *, method: str | None = None, delta: float = 1e-3,
-                  gamma_tol: float | None = None, max_iter: int = 10_000) -> GraphMinNormResult:
-    """:func:`~gaugelit.solvers.minnorm` on a graph; same arguments, rules and result.
-
-    ``.factors[g]`` holds group g's factors (ones for fixed groups), ``.dead_units[g]`` its dead units,
-    ``.net`` the rescaled network when the graph knows how to build it (``graph.rescaled``), else None.
-
-    Weights whose ``|W|^p`` underflows next to their block's largest are negligible at the start but
-    can weigh at the minimum of an extreme gauge (units many decades apart): when they may, the
-    solve is repeated on a prebalanced float64 copy of the graph (``iterations`` and the records
-    are then the repeat's, ``passes`` the sum), and if they still may, FloatingPointError.
-    """
-    p = check_p(p)
-    method, delta, gamma_tol, max_iter = _solver_args(method, delta, gamma_tol, max_iter, ("enorm-style",))
-    graph.check()
-    st, objective, gamma, it, converged = _solve(graph, p, method, delta, gamma_tol, max_iter)
-    xp, passes, u = graph.xp, st.passes, None
-    if converged is None or (any(st.lost) and st.lost_entries_matter()):
-        # values out of range, or weights negligible at the start that weigh at the answer
-        copy, u, offsets = _prebalanced(graph)
-        st, objective, gamma, it, converged = _solve(copy, p, method, delta, gamma_tol, max_iter, offsets)
-        passes += st.passes
-        if converged is None:
-            raise FloatingPointError(f"minnorm: non-finite objective after update {it} on the graph "
-                                     f"({graph.dtype}, p={p:g}), also from a prebalanced float64 copy")
-        still = st.lost_entries_matter() if any(st.lost) else []
-        if still:    # not seen in tests: the prebalanced copy keeps what weighs at the minimum
-            raise FloatingPointError(f"minnorm: near the minimum, weights too small for |W|^p to hold in "
-                                     f"float64 at p={p:g} weigh in the objective (blocks {still}); use a p "
-                                     "closer to 1")
-        u = [a + b for a, b in zip(u, st.log_factors())]
-    if not converged:
-        _warn_unconverged(f"{method}, graph", delta, gamma_tol, max_iter, gamma[-1])
-    with _quiet(xp):                              # factors beyond the dtype: the error below
-        factors = st.factors() if u is None else [xp.exp(a).astype(graph.dtype) for a in u]
-    for g, a in enumerate(factors):
-        if not bool(xp.all(xp.isfinite(a) & (a > 0))):
-            raise FloatingPointError(f"minnorm: factors of group {graph.groups[g].name!r} overflow "
-                                     f"{graph.dtype}; the network's scales are too far apart for it")
-    dead = [xp.zeros(0, dtype=np.int64) if l is None else xp.nonzero(~l)[0] for l in st.live]
-    net = graph.rescaled(factors) if graph.rescaled is not None else None
-    return GraphMinNormResult(net=net, factors=factors, iterations=it, objective=np.array(objective),
-                              gamma=np.array(gamma), dead_units=dead, method=method,
-                              converged=converged, passes=passes,
-                              graph=graph, fixed_units=graph.fixed_units())
-
-
-def _solve(graph: GaugeGraph, p, method, delta, gamma_tol, max_iter, offsets=None):
-    """The iteration: ``(state, objective record, gamma record, updates, converged)``, with
-    ``converged = None`` when a value turned non-finite or a live unit's sums underflowed at the
-    start; ``offsets``: log-scales the blocks were divided by (:func:`_prebalanced`)."""
-    st = _GraphState(graph, p, offsets)
-    if st.sums_lost:
-        return st, [math.nan], [math.nan], 0, None
-    classes = colour_groups(graph)
-    selfloop = {b.src for b in graph.blocks if b.src == b.dst}
-    if method == "enorm-style":
-        step_fn = lambda: _enorm_sweep(st, selfloop)                       # noqa: E731
-    elif method == "block":
-        step_fn = lambda: _block_step(st, classes, selfloop)               # noqa: E731
-    else:
-        step_fn = lambda: _multiplicative_step(st)                         # noqa: E731
-    with _quiet(st.xp):
-        start = st.objective(), st.gamma()
-    record = lambda: (st.objective(), st.gamma())                          # noqa: E731
-    return (st,) + _iterate(step_fn, record, start, xp=st.xp, delta=delta, gamma_tol=gamma_tol,
-                            max_iter=max_iter)
-
-
-def _prebalanced(graph: GaugeGraph):
+def prebalanced(graph: GaugeGraph):
     """A float64 copy of ``graph`` in which every live free unit's largest incoming and outgoing
     magnitudes are equal (one step in logs, as the chain's prebalancing), each block divided by its
     largest entry: ``(copy, u0, offsets)`` with ``u0`` the copy's log-factors per group and
@@ -565,14 +418,3 @@ def _prebalanced(graph: GaugeGraph):
         copy.add_block(b.src, b.dst, w, name=b.name)
         offsets.append(top)
     return copy, u0, offsets
-
-
-def enorm_style(graph: GaugeGraph, p: float = 2.0, *, gamma_tol: float = 1e-6,
-                max_iter: int = 100_000) -> GraphMinNormResult:
-    """The ENorm-style baseline, written from its paper (Stock et al., "Equi-normalization of neural
-    networks", ICLR 2019): one balancing sweep per call -- each hidden group in turn set to its
-    exact minimiser -- iterated here until gamma < ``gamma_tol``. Unlike the released ENorm it
-    rescales every hidden group (also the last), any p, and the biases with their units (the graph's
-    ``rescaled``), so it is the fair sweep-for-sweep baseline of the block method.
-    ``iterations`` counts sweeps."""
-    return minnorm_graph(graph, p, method="enorm-style", gamma_tol=gamma_tol, max_iter=max_iter)

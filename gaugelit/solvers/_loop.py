@@ -12,7 +12,7 @@ from ..core.checks import integer, real
 from ..core.gauge import _quiet
 from ..core.network import LayeredNet
 
-__all__ = ["MinNormResult", "ConvergenceWarning", "METHODS"]
+__all__ = ["MinNormResult", "GraphMinNormResult", "ConvergenceWarning", "METHODS"]
 
 METHODS = ("block", "multiplicative")
 
@@ -38,6 +38,15 @@ class MinNormResult:
     method: str
     converged: bool
     passes: float = field(default=0.0)
+
+
+class GraphMinNormResult(MinNormResult):
+    """:class:`MinNormResult` for a graph: ``factors[g]`` per group (ones for fixed groups),
+    ``dead_units[g]`` per group, plus ``graph`` and ``fixed_units`` (name, size, reason)."""
+
+    def __init__(self, *args, graph=None, fixed_units=None, **kw):
+        super().__init__(*args, **kw)
+        self.graph, self.fixed_units = graph, fixed_units
 
 
 def _solver_args(method, delta, gamma_tol, max_iter, extra=()):

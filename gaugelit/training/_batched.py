@@ -33,7 +33,7 @@ import numpy as np
 from ..core.gauge import _abs_pow, dead_units
 from ..core.network import LayeredNet
 from ..solvers import ConvergenceWarning, minnorm
-from ..solvers._chain import _algorithm1_in_log_domain
+from ..solvers._chain import algorithm1_in_log_domain
 from ._train import (TrainingDiverged, _check_settings, _check_targets, _apply_update, _eg_plus_minus,
                        _fold, _on_device_of, _StoredNet, _trained_biases, egd_bias_scale)
 
@@ -213,15 +213,15 @@ class _Stack:
         u = [v.copy() for v in u]
         for j in np.flatnonzero(zero.get() if xp is not np else zero):
             net = self.net(j)
-            try:
-                uj, its, ok = _algorithm1_in_log_domain(
-                    lambda: [_abs_pow(S, p, xp) for S in net.weights], p, [v[j] for v in start], delta,
-                    max_iter, lambda: dead_units(net),
-                    products=([f[j] for f in fwd], [b[j] for b in bwd]))
-            except FloatingPointError as err:     # train's message names the failing update
-                failed_at[j] = int(str(err).split("update ")[1].split(";")[0])
+            uj, itj, failj, ok = algorithm1_in_log_domain(
+                lambda: [_abs_pow(S, p, xp)[None] for S in net.weights], p, [v[j][None] for v in start], delta,
+                max_iter, lambda: [d[None] for d in dead_units(net)],
+                products=([f[j][None] for f in fwd], [b[j][None] for b in bwd]))
+            if failj[0]:
+                failed_at[j] = int(failj[0])
                 iterations[j] = failed_at[j]
                 continue
+            uj, its = [v[0] for v in uj], int(itj[0])
             if not ok:
                 warnings.warn(f"gauge fixing: max|a-1| < {delta} not reached in {max_iter} updates",
                               ConvergenceWarning, stacklevel=4)

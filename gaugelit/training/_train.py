@@ -13,7 +13,7 @@ from ..core.checks import integer, plain_array, real, switch
 from ..core.gauge import _abs_pow, _exp_total, _log_pnorm_terms, dead_units
 from ..core.network import LayeredNet, check_inputs, check_p
 from ..solvers import ConvergenceWarning, minnorm
-from ..solvers._chain import _algorithm1_in_log_domain
+from ..solvers._chain import algorithm1_in_log_domain
 
 __all__ = ["TrainingDiverged", "loss_and_grads", "regularizer", "sgd_step", "egd_step", "evaluate",
            "train", "OPTIMIZERS", "EGD_BIASES", "egd_bias_scale"]
@@ -278,10 +278,15 @@ class _StoredNet:
         if self._products is None or self.gauge_p != p:
             self.gauge_p = p
             self._products = self._blocked_pass(None)
-        u, iterations, converged = _algorithm1_in_log_domain(
-            self._power_matrices, p, self.u, delta, max_iter, lambda: dead_units(self.net),
-            products=self._products)
-        self.u, self.u_zero, self._products = list(u), False, None
+        fwd, bwd = self._products
+        u, its, failed_at, converged = algorithm1_in_log_domain(
+            lambda: [m[None] for m in self._power_matrices()], p, [v[None] for v in self.u], delta, max_iter,
+            lambda: [d[None] for d in dead_units(self.net)], products=([f[None] for f in fwd], [b[None] for b in bwd]))
+        if failed_at[0]:
+            raise FloatingPointError(f"Algorithm 1: non-finite update {failed_at[0]}; the weights' |W|^p "
+                                     f"may overflow or underflow {self.S[0].dtype} at p={p}")
+        iterations = int(its[0])
+        self.u, self.u_zero, self._products = [v[0] for v in u], False, None
         if not converged:
             warnings.warn(f"gauge fixing: max|a-1| < {delta} not reached in {max_iter} updates",
                           ConvergenceWarning, stacklevel=3)
