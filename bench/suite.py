@@ -252,23 +252,24 @@ def gaugelit_steps(xp, sizes, data):
     """The plain and the gauge-fixed SGD step exactly as ``gaugelit.train`` runs them, and the
     same step composed from the public API (minnorm, loss_and_grads, sgd_step) for reference."""
     import gaugelit as gl
-    from gaugelit.training._train import _StoredNet
+    from gaugelit.training._stack import Stack
     net = gl.he_init(sizes, seed=0, dtype="float32", xp=xp)
-    plain, gauged = _StoredNet(net), _StoredNet(net)
+    plain, gauged = Stack([net]), Stack([net], g=1)
+    last = {len(net.weights) - 1}                 # only the output biases move (section 4.1)
     gauged.gauge_fix(2.0, 1e-3)                   # balanced once; training keeps it so
     counts = {"updates": 0, "solves": 0}
     next_plain, next_gauged, next_public = Cycle(data), Cycle(data), Cycle(data)
 
     def plain_step():
         X, y = next_plain()
-        plain.step(X, y, "log", "sgd", **PAPER_SGD)
+        plain.step(X[None], y[None], "log", "sgd", trained_biases=last, **PAPER_SGD)
         plain.maybe_fold()
 
     def gauged_step():
         X, y = next_gauged()
-        counts["updates"] += gauged.gauge_fix(2.0, 1e-3)
+        counts["updates"] += int(gauged.gauge_fix(2.0, 1e-3)[0][0])
         counts["solves"] += 1
-        gauged.step(X, y, "log", "sgd", **PAPER_SGD)
+        gauged.step(X[None], y[None], "log", "sgd", trained_biases=last, **PAPER_SGD)
         gauged.maybe_fold()
 
     public = {"net": gl.minnorm(net, 2.0, method="multiplicative", delta=1e-3).net}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import gaugelit as gl
-from gaugelit.training._train import _StoredNet
+from gaugelit.training._stack import Stack
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,32 +104,33 @@ def test_stored_net_steps_equal_the_public_api(optimizer, lr, weight_decay, eg_p
     # scale) and writes the weights in row blocks (one row each here, with row_blocks);
     # weight_decay=60 makes 1 - lr*lambda negative, the case it must apply to the weights.
     if row_blocks:
-        monkeypatch.setattr(_StoredNet, "BLOCK_BYTES", 1)
+        monkeypatch.setattr(Stack, "BLOCK_BYTES", 1)
     if fold_every_step:
-        monkeypatch.setattr(_StoredNet, "U_MAX", 0.0)
-        monkeypatch.setattr(_StoredNet, "S_MIN", 1.0 + 1e-12)
+        monkeypatch.setattr(Stack, "U_MAX", 0.0)
+        monkeypatch.setattr(Stack, "S_MIN", 1.0 + 1e-12)
     rng = np.random.default_rng(3)
     base = gl.he_init([6, 9, 7, 5, 3], seed=3, dtype="float64", xp=np)
     net = gl.LayeredNet([W * rng.uniform(0.5, 2.0) for W in base.weights],
                         [rng.standard_normal(b.shape) * 0.3 for b in base.biases])
-    state, ref = _StoredNet(net), net.copy()
+    ref = net.copy()
+    trained = set(range(len(net.biases)) if train_hidden_biases else (len(net.biases) - 1,))
     p = gl.training.OPTIMIZERS[optimizer]["p"]
     beta = None
     if optimizer == "egd" and eg_plus_minus:     # beta in true coordinates; a gauge move rescales it
-        trained = range(len(net.biases)) if train_hidden_biases else (len(net.biases) - 1,)
         beta = [0.3 + 0.1 * l for l in range(len(net.biases))]
-        state.beta = {l: beta[l] for l in trained}
+    state = Stack([net], g=1, beta={l: np.array([[beta[l]]]) for l in trained} if beta else None)
     for _ in range(6):
         X, y = rng.standard_normal((16, 6)), rng.integers(0, 3, 16)
         if gauge:
             state.gauge_fix(p, 1e-3)
-        loss = state.step(X, y, "log", optimizer, lr, weight_decay, train_hidden_biases)
+        loss = state.step(X[None], y[None], "log", optimizer, lr, weight_decay, trained)[0]
         np.testing.assert_allclose(float(loss), float(gl.loss_and_grads(
             gl.minnorm(ref, p, method="multiplicative", delta=1e-3).net if gauge else ref, X, y)[0]),
             rtol=1e-12)
         ref = composed_step(ref, X, y, optimizer, lr, weight_decay, gauge, train_hidden_biases, beta)
         state.maybe_fold()
-    got = state.materialize()
+    state.materialize()
+    got = state.net(0)
     assert state.u_zero and state.s == 1.0
     for a, b in zip(got.weights + got.biases, ref.weights + ref.biases):
         np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-14 * float(np.abs(b).max()))
@@ -141,13 +142,14 @@ def test_stored_net_gauge_fix_reports_dead_units_like_minnorm():
     W = [rng.standard_normal((5, 4)), rng.standard_normal((3, 5))]
     W[0][2] = 0
     net = gl.LayeredNet(W)
-    state = _StoredNet(net)
+    state = Stack([net], g=1)
     assert state.rows == [5, 3]
-    iterations = state.gauge_fix(2.0, 1e-6)
+    iterations, _, _ = state.gauge_fix(2.0, 1e-6)
     ref = gl.minnorm(net, 2.0, method="multiplicative", delta=1e-6)
-    assert iterations == ref.iterations and ref.dead_units[0].tolist() == [2]
-    np.testing.assert_allclose(np.exp(state.u[0]), ref.factors[0], rtol=1e-12)
-    for a, b in zip(state.materialize().weights, ref.net.weights):
+    assert iterations[0] == ref.iterations and ref.dead_units[0].tolist() == [2]
+    np.testing.assert_allclose(np.exp(state.u[0][0]), ref.factors[0], rtol=1e-12)
+    state.materialize()
+    for a, b in zip(state.net(0).weights, ref.net.weights):
         np.testing.assert_allclose(a, b, rtol=1e-12)
 
 
@@ -156,18 +158,21 @@ def test_stored_net_handles_a_unit_that_dies_after_it_was_rescaled():
     rng = np.random.default_rng(1)
     net = gl.LayeredNet([rng.standard_normal((5, 4)) * 3, rng.standard_normal((6, 5)),
                          rng.standard_normal((3, 6)) * 0.2])
-    state = _StoredNet(net)
+    state = Stack([net], g=1)
     state.gauge_fix(2.0, 1e-2)
-    assert float(np.abs(state.u[0][1])) > 1e-3
-    state.S[1][:, 1] = 0                       # unit 1 of hidden layer 1 loses its outgoing weights
-    truth = gl.LayeredNet([w.copy() for w in state.materialize().weights], state.c)
-    state.u[0] += rng.uniform(-0.5, 0.5, 5)    # re-express the same network with u != 0
+    assert float(np.abs(state.u[0][0, 1])) > 1e-3
+    state.S[1][0][:, 1] = 0                    # unit 1 of hidden layer 1 loses its outgoing weights
+    state.materialize()
+    truth = gl.LayeredNet([w.copy() for w in state.net(0).weights], [c.copy() for c in state.net(0).biases])
+    u = rng.uniform(-0.5, 0.5, 5)              # re-express the same network with u != 0
+    state.u[0] = state.u[0] + u
     state.u_zero = False
-    state.S[0] *= np.exp(-state.u[0])[:, None]
-    state.S[1] *= np.exp(state.u[0])[None, :]
-    state.c[0] = state.c[0] * np.exp(-state.u[0])
-    iterations = state.gauge_fix(2.0, 1e-8)
+    state.S[0][0] *= np.exp(-u)[:, None]
+    state.S[1][0] *= np.exp(u)[None, :]
+    state.c[0][0] = state.c[0][0] * np.exp(-u)
+    iterations, _, _ = state.gauge_fix(2.0, 1e-8)
     ref = gl.minnorm(truth, 2.0, method="multiplicative", delta=1e-8)
-    assert iterations == ref.iterations and ref.dead_units[0].tolist() == [1]
-    for a, b in zip(state.materialize().weights, ref.net.weights):
+    assert iterations[0] == ref.iterations and ref.dead_units[0].tolist() == [1]
+    state.materialize()
+    for a, b in zip(state.net(0).weights, ref.net.weights):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-14)

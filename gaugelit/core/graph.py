@@ -127,8 +127,12 @@ class GaugeGraph:
 
     # -- the two ways the paper's networks come -------------------------------------------------
     @classmethod
-    def from_layered(cls, net: LayeredNet) -> "GaugeGraph":
-        """A chain: input group (fixed), one free group per hidden layer, output group (fixed)."""
+    def from_layered(cls, net: LayeredNet, *, hidden_biases: bool = False) -> "GaugeGraph":
+        """A chain: input group (fixed), one free group per hidden layer, output group (fixed).
+
+        ``hidden_biases``: count the hidden biases in the norm, as eq. (24) does: they are the
+        weights from one more fixed group, a constant unit (``b_i`` rescales as ``a_i``, like a
+        weight from a unit with ``a = 1``). The graph is then no longer a chain."""
         g = cls()
         sizes = net.sizes
         ids = [g.add_group("input", sizes[0], free=False, reason="network input")]
@@ -137,6 +141,10 @@ class GaugeGraph:
         # a LayeredNet's weights were checked when it was made: no pass over them again here
         g.blocks = [Block(ids[l], ids[l + 1], W[:, :, None], name=f"weights[{l}]") for l, W in enumerate(net.weights)]
         g.xp = net.xp
+        if hidden_biases:
+            one = g.add_group("bias", 1, free=False, reason="the constant input of the biases")
+            g.blocks += [Block(one, ids[k], b[:, None, None], name=f"biases[{k - 1}]")
+                         for k, b in enumerate(net.biases[:-1], start=1)]
         g.rescaled = lambda factors: _rescale_trusted(net, [factors[k] for k in ids[1:-1]])
         return g
 

@@ -21,7 +21,7 @@ from ..core.backend import to_numpy
 from ..core.gauge import balance_gaps, imbalance, pnorm
 from ..core.checks import integer, real, switch
 from ..core.network import LayeredNet, check_p
-from ._train import loss_and_grads
+from .steps import loss_and_grads
 
 __all__ = ["flow_velocity", "balance_rate", "integrate_flow", "FlowResult", "relu_pattern"]
 

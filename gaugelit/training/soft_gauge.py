@@ -37,7 +37,8 @@ import numpy as np
 from ..core.backend import array_module
 from ..core.gauge import balance_gaps, rescale
 from ..core.network import LayeredNet
-from ..solvers import ConvergenceWarning
+from ..core.graph import GaugeGraph
+from ..solvers import ConvergenceWarning, minnorm_graph
 
 __all__ = ["soft_gauge_penalty", "rescaling_generators", "generator_combination", "generator_inner",
            "generator_gram", "gauge_coordinates", "GaugeCoordinates", "soft_gauge_flow",
@@ -248,50 +249,25 @@ def generator_gram(net: LayeredNet):
 # -- gauge-adapted coordinates -------------------------------------------------------------------
 
 def _balancing_log_factors(net: LayeredNet, tol: float, max_iter: int):
-    """Log-factors ``v`` with ``rescale(net, exp(v))`` at the minimum of ``F = sum W^2 + sum_hidden b^2``.
-
-    Exact block-coordinate descent on the convex ``F(v)``: units of one layer do not interact, and
-    for fixed neighbours unit i's incoming mass scales as ``exp(2 v_i)`` and its outgoing mass as
-    ``exp(-2 v_i)``, so ``v_i += log(out_i / in_i) / 4`` is exact. Odd and even layers alternate.
-    Units with no incoming or no outgoing mass cannot be balanced and keep ``v = 0``.
-    """
-    xp, L = net.xp, len(net.weights)
-    M = [W * W for W in net.weights]
-    B = [b * b for b in net.biases]
-    v = [None] + [xp.zeros(net.sizes[k], dtype=net.dtype) for k in range(1, L)] + [None]
-
-    def masses(k):
-        e_prev = None if v[k - 1] is None else xp.exp(-2 * v[k - 1])
-        e_next = None if v[k + 1] is None else xp.exp(2 * v[k + 1])
-        fan_in = (M[k - 1].sum(axis=1) if e_prev is None else M[k - 1] @ e_prev) + B[k - 1]
-        fan_out = M[k].sum(axis=0) if e_next is None else e_next @ M[k]
-        e = xp.exp(2 * v[k])
-        return fan_in * e, fan_out / e
-
-    live = []
-    for k in range(1, L):
-        fan_in, fan_out = masses(k)
-        live.append((fan_in > 0) & (fan_out > 0))
-    converged = False
-    for _ in range(max(1, max_iter)):
-        biggest = 0.0
-        for parity in (1, 0):
-            for k in range(parity or 2, L, 2):
-                fan_in, fan_out = masses(k)
-                ok = live[k - 1]
-                step = xp.where(ok, 0.25 * (xp.log(xp.where(ok, fan_out, 1)) - xp.log(xp.where(ok, fan_in, 1))), 0)
-                v[k] = v[k] + step
-                biggest = max(biggest, float(xp.abs(step).max()))
-        if biggest < tol:
-            converged = True
-            break
-        if L == 2:                             # one hidden layer: the first sweep is exact
-            converged = True
-            break
-    if not converged:
+    """Log-factors ``v`` with ``rescale(net, exp(v))`` at the minimum of ``F = sum W^2 + sum_hidden b^2``,
+    and the masks of the live units: the minimum-norm gauge at p = 2 of the graph whose hidden
+    biases are weights from a constant unit, by the solvers' block method until no factor moves by
+    more than ``tol``. Units with no incoming (weight or bias) or no outgoing mass cannot be balanced
+    and keep ``v = 0``."""
+    graph = GaugeGraph.from_layered(net, hidden_biases=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        res = minnorm_graph(graph, 2.0, delta=tol, max_iter=max(1, max_iter))
+    if not res.converged:
         warnings.warn(f"gauge_coordinates: the balancing sweep did not reach tol={tol:g} in {max_iter} "
                       "sweeps", ConvergenceWarning, stacklevel=3)
-    return v[1:-1], live
+    xp, hidden = net.xp, range(1, len(net.weights))
+    live = []
+    for k in hidden:
+        mask = xp.ones(net.sizes[k], dtype=bool)
+        mask[res.dead_units[k]] = False
+        live.append(mask)
+    return [xp.log(res.factors[k]) for k in hidden], live
 
 
 @dataclass

@@ -13,6 +13,7 @@ graph solver on the paper's dense W (eq. 2); ``gaugelit.torch.minnorm_`` on a sm
 """
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -176,12 +177,20 @@ def record() -> dict:
     return out
 
 
-#: Values that changed on purpose, by the ending of their key, with the reason and the rule they are
-#: held to instead of equality.
+#: Values that changed on purpose, by a regular expression of their key, with the reason and the
+#: rule they are held to instead of equality.
 CHANGED = {
-    "/passes": ("fewer: the products of the input and output layers, which no factor moves, are now "
+    r"/passes$": ("fewer: the products of the input and output layers, which no factor moves, are now "
                 "formed once per solve instead of at every update (the iterates are the same)",
                 lambda new, old: bool(np.all(new <= old))),
+    r"^soft/coords/log_scales$": ("the soft gauge's balancing is now the solvers' block method (it was a sweep "
+                               "of its own): both answers are balanced to rounding (max |Delta| 6.1e-14 "
+                               "before, 6.4e-14 now), where the minimiser is fixed to ~1e-11 relative",
+                               lambda new, old: bool(np.allclose(new, old, rtol=1e-10, atol=0))),
+    r"^train_many/.*/history/reg_loss$": ("train_many's regularised loss is now train's evaluation (the scale-safe sum of "
+                         "|W|^p, formed in float64), which train_many had written a second time in the "
+                         "weights' dtype: float32 values move by ~6e-11, and a model's history is train's",
+                         lambda new, old: bool(np.allclose(new, old, rtol=1e-9, atol=0))),
 }
 
 
@@ -192,7 +201,7 @@ def compare(new: dict, old: dict, rtol: float = 1e-12) -> list[str]:
     problems += [f"{k}: not recorded before" for k in new if k not in old]
     for k in sorted(set(old) & set(new)):
         a, b = np.asarray(new[k], dtype=np.float64), np.asarray(old[k])
-        changed = next((rule for end, (_, rule) in CHANGED.items() if k.endswith(end)), None)
+        changed = next((rule for pattern, (_, rule) in CHANGED.items() if re.search(pattern, k)), None)
         if changed is not None:
             if a.shape != b.shape or not changed(a, b):
                 problems.append(f"{k}: {a} breaks its rule against {b}")
