@@ -6,7 +6,7 @@ in one process, on the CPU (NumPy, one BLAS thread, process CPU time).
 The earlier package is read from git (``git show``, nothing in the work tree changes) into a
 temporary folder and imported under another name. Measured, before and now:
   - one SGD step of the 3-layer network at batch 32, plain and with gauge fixing, as ``train`` runs
-    it (before: ``minnorm`` + ``loss_and_grads`` + ``sgd_step`` each step; now: ``_StoredNet``);
+    it (before: ``minnorm`` + ``loss_and_grads`` + ``sgd_step`` each step; now: the training loop's stored stack, ``gaugelit.training._stack.Stack``);
   - ``minnorm`` to gamma < 1e-6 on the 7-layer network (float64, p = 2), both methods.
 """
 from __future__ import annotations
@@ -49,7 +49,7 @@ def main(argv=None):
     import numpy as np
     import gaugelit as gl
     import suite
-    from gaugelit.training._train import _StoredNet
+    from gaugelit.training._stack import Stack
     suite.CLOCK = "cpu"
     with tempfile.TemporaryDirectory() as tmp:
         old = package_at(args.before, Path(tmp))
@@ -72,7 +72,8 @@ def main(argv=None):
             return step
 
         def new_step(gauge):
-            state = _StoredNet(gl.he_init(sizes, seed=0, xp=np))
+            state = Stack([gl.he_init(sizes, seed=0, xp=np)], g=int(gauge))
+            last = {len(sizes) - 2}                     # only the output biases move
             if gauge:
                 state.gauge_fix(2.0, 1e-3)
             batch = suite.Cycle(data)
@@ -81,7 +82,7 @@ def main(argv=None):
                 X, y = batch()
                 if gauge:
                     state.gauge_fix(2.0, 1e-3)
-                state.step(X, y, "log", "sgd", **sgd)
+                state.step(X[None], y[None], "log", "sgd", trained_biases=last, **sgd)
                 state.maybe_fold()
             return step
 
