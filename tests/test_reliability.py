@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 import gaugelit as gl
-from gaugelit.experiments import _sweep as ex
+from gaugelit import experiments as ex
 from gaugelit.__main__ import main
 from gaugelit.core.checks import float_dtype, integer, plain_array, real, switch
 from gaugelit.experiments.data import top_singular_directions
@@ -412,7 +412,8 @@ def _no_training(*args, **kwargs):
 
 def test_an_unwritable_folder_is_refused_before_any_run(tiny, tmp_path, monkeypatch, capsys):
     """Defect: the folder was found unwritable only when the first run, minutes later, wrote."""
-    monkeypatch.setattr(ex, "train", _no_training)
+    from gaugelit.experiments import grid, sweep
+    monkeypatch.setattr(sweep, "train", _no_training)
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(ex.ResultsNotWritable, match=r"file.*--out"):
@@ -427,7 +428,7 @@ def test_an_unwritable_folder_is_refused_before_any_run(tiny, tmp_path, monkeypa
         finally:
             (locked / "ci").chmod(0o700)
     # the CLI: one line naming the path and the fix, exit status 2
-    monkeypatch.setattr(ex, "settings_for", lambda scale: tiny)
+    monkeypatch.setattr(grid, "settings_for", lambda scale: tiny)
     assert main(["reproduce", "--scale", "ci", "--out", str(blocker)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(blocker) in err and "--out" in err
@@ -435,7 +436,8 @@ def test_an_unwritable_folder_is_refused_before_any_run(tiny, tmp_path, monkeypa
 
 def test_a_record_that_cannot_be_serialised_is_refused_before_training(tiny, tmp_path, monkeypatch):
     """Defect: settings a run file cannot hold (a NumPy scalar) failed only after training."""
-    monkeypatch.setattr(ex, "train", _no_training)
+    from gaugelit.experiments import sweep
+    monkeypatch.setattr(sweep, "train", _no_training)
     with pytest.raises(ValueError, match="delta"):
         ex.reproduce(tiny.replace(delta=np.float32(1e-3)), tmp_path, log=None)
 
@@ -483,11 +485,12 @@ import os, signal, sys, time
 signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {here!r})
 import gaugelit as gl
-from gaugelit.experiments import _sweep as ex
+import functools
+from gaugelit import experiments as ex
 import reliability_tasks
 runs = ex.settings_for("ci").runs()[:2]
-ex._run_in_processes(runs, ex.settings_for("ci"), {out!r}, 2, lambda run, record: None, None,
-                     task=reliability_tasks.sleep_and_tell)
+ex.pool.run_in_processes(functools.partial(reliability_tasks.sleep_and_tell, out={out!r}), runs, 2,
+                         lambda run, record: None)
 """
 
 
@@ -495,7 +498,7 @@ def _start_sweep(tmp_path):
     (tmp_path / "reliability_tasks.py").write_text(textwrap.dedent("""
         import os, time
         from pathlib import Path
-        def sleep_and_tell(run, settings, out):
+        def sleep_and_tell(run, out):
             Path(out, f"worker-{os.getpid()}").write_text("")
             time.sleep(60)
     """))
@@ -548,8 +551,10 @@ def test_one_ctrl_c_stops_a_parallel_sweep(tmp_path):
 
 
 def test_cli_interrupt_is_one_line(monkeypatch, capsys):
+    from gaugelit.experiments import sweep
+
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(ex, "reproduce", interrupted)
+    monkeypatch.setattr(sweep, "reproduce", interrupted)
     assert main(["reproduce", "--scale", "ci", "--out", "/nonexistent-never-written"]) == 130
     assert len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -22,7 +22,7 @@ file holds the same configuration, so the study resumes. A variant that changes 
 its runs without gauge fixing with ``"as run"`` (δ acts only when the gauge is fixed).
 :func:`summarise` turns the files into a small JSON: per variant, the paired differences (with
 minus without gauge fixing) of the final training error, test error and regularised losses, and
-claim 3's verdict on them by :mod:`gaugelit.claims`.
+claim 3's verdict on them by :mod:`gaugelit.experiments.claims`.
 
     python -m gaugelit ablation --jobs 2            # trains what is missing, writes the summary
 """
@@ -40,12 +40,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import claims
-from .data import load_dataset
-from ._sweep import code_fingerprint, device_name, write_json_atomic
 from ..core.environment import results_dir
 from ..core.network import ARCHITECTURES, he_init
 from ..training import train
+from . import claims
+from .data import load_dataset
+from .runfiles import code_fingerprint, device_name, write_json_atomic
 
 __all__ = ["VARIANTS", "Study", "STUDY", "SUMMARY_NAME", "run_config", "run_key", "run_study", "summarise",
            "plot_summary", "between_variants", "main"]

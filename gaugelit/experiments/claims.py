@@ -31,7 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._sweep import Settings, grid_records, paired_differences
+from .grid import Settings
+from .runfiles import grid_records
+from .summaries import paired_differences
 from .stats import sign_test, t_cdf, t_quantile  # one implementation of each, shared with the soft-gauge chapter
 
 __all__ = ["Claim", "CLAIMS", "Effect", "VERDICTS", "LEVEL", "MIN_SEEDS", "MARGIN", "t_cdf",
