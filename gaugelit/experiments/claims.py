@@ -32,8 +32,7 @@ import numpy as np
 
 from .grid import Settings
 from .runfiles import grid_records
-# the statistics and the rule that reads an interval exist once, in stats; named here for the book
-from .stats import read_interval, sign_test, t_cdf, t_interval, t_quantile
+from .stats import read_interval, sign_test, t_cdf, t_interval, t_quantile  # once, in stats; named here for the book
 from .summaries import paired_differences
 
 __all__ = ["Claim", "CLAIMS", "Effect", "VERDICTS", "LEVEL", "MIN_SEEDS", "MARGIN", "t_cdf",

@@ -25,9 +25,9 @@ import numpy as np
 from ..core.backend import array_module, asarray, default_backend, to_numpy
 from ..core.gauge import balance_gaps, rescale
 from ..core.network import LayeredNet, he_init
-from ..training.soft_gauge import from_parameter_vector, parameter_vector, soft_gauge_penalty
 from ..solvers import minnorm
 from ..training import TrainingDiverged, loss_and_grads, sgd_step, train
+from ..training.soft_gauge import from_parameter_vector, parameter_vector, soft_gauge_penalty
 
 __all__ = ["target", "TARGET", "ToyData", "toy_regression", "INITS", "toy_net", "validation_mse", "ToyFit", "fit",
            "strength_sweep", "lr_stress_test", "DriftRun", "scale_drift", "invariance_errors", "loss_hessian"]

@@ -12,12 +12,10 @@ import pytest
 
 import gaugelit as gl
 from gaugelit import experiments as ex
-from gaugelit.experiments import pool, runfiles, sweep
 from gaugelit.__main__ import main
+from gaugelit.experiments import pool, runfiles, sweep
 
 matplotlib.use("Agg")
-
-
 
 
 @pytest.fixture

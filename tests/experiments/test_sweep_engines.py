@@ -10,10 +10,8 @@ import pytest
 
 import gaugelit as gl
 from gaugelit import experiments as ex
-from gaugelit.experiments import grid, sweep
 from gaugelit.__main__ import main
-
-
+from gaugelit.experiments import grid, sweep
 
 
 def names(folder):
