@@ -65,9 +65,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(args):
-    from .experiments import settings_for
+    from .experiments import grid
 
-    settings = settings_for(args.scale or env_scale())
+    settings = grid.settings_for(args.scale or env_scale())
     changes = {"datasets": args.datasets, "architectures": args.archs, "optimizers": args.optimizers,
                "seeds": args.seeds, "epochs": args.epochs, "n_train": args.n_train, "n_test": args.n_test,
                "gauge_fix": [_GAUGE[g] for g in args.gauge] if args.gauge else None}
@@ -78,26 +78,26 @@ def _settings(args):
 def reproduce(args) -> int:
     from pathlib import Path
 
-    from .experiments import _sweep as ex
+    from .experiments import grid, runfiles, sweep
 
     settings = _settings(args)
     out = Path(args.out) if args.out else results_dir()
     runs = settings.runs()
     if args.shard is not None:
-        runs = ex.shard_runs(runs, args.shard, _batch_models(args))
+        runs = grid.shard_runs(runs, args.shard, _batch_models(args))
     if args.dry_run:
         folder = out / settings.scale
         finished = 0
         for run in runs:
-            done = ex.is_finished(folder / f"{run.run_id}.json", ex.run_settings(run, settings),
-                                  same_code=args.same_code)
+            done = runfiles.is_finished(folder / f"{run.run_id}.json", grid.run_settings(run, settings),
+                                        same_code=args.same_code)
             finished += done
             print(f"{'finished' if done else 'to run  '}  {folder / (run.run_id + '.json')}")
         print(f"{len(runs)} runs at scale {settings.scale!r} ({settings.epochs} epochs, "
               f"n_train={settings.n_train or 'all'}): {finished} finished, {len(runs) - finished} to run")
         return 0
-    ex.reproduce(settings, out, runs=runs, jobs=args.jobs, same_code=args.same_code, progress=args.progress,
-                 batch_models=_batch_models(args))
+    sweep.reproduce(settings, out, runs=runs, jobs=args.jobs, same_code=args.same_code, progress=args.progress,
+                    batch_models=_batch_models(args))
     return 0
 
 
@@ -109,10 +109,10 @@ def _batch_models(args) -> bool:
 def summary(args) -> int:
     from pathlib import Path
 
-    from .experiments import _sweep as ex
+    from .experiments import runfiles, summaries
 
     folder = (Path(args.out) if args.out else results_dir()) / (args.scale or env_scale())
-    rows = ex.final_table(ex.load_results(folder))
+    rows = summaries.final_table(runfiles.load_results(folder))
     if not rows:
         print(f"no finished runs in {folder}")
         return 1

@@ -29,7 +29,7 @@ def random_net(sizes, seed=0, dtype="float64", xp=np, bias_scale=0.5):
 def tiny(monkeypatch):
     """A sweep's Settings for a 200-12-8-10 architecture on 40 synthetic examples (no data set)."""
     import gaugelit as gl
-    from gaugelit.experiments import _sweep as ex
+    from gaugelit.experiments import grid, sweep
     from gaugelit.experiments.data import Dataset
     monkeypatch.setitem(gl.ARCHITECTURES, "tiny", (200, 12, 8, 10))
 
@@ -37,5 +37,5 @@ def tiny(monkeypatch):
         X = np.random.default_rng(0).standard_normal((40, k)).astype(dtype)
         return Dataset(X, np.arange(40) % 10, X[:20].copy(), np.arange(20) % 10)
 
-    monkeypatch.setattr(ex, "_dataset", fake_dataset)
-    return ex.Settings("ci", ("mnist",), ("tiny",), seeds=(0, 1), epochs=2, n_train=40, n_test=20)
+    monkeypatch.setattr(sweep, "_dataset", fake_dataset)
+    return grid.Settings("ci", ("mnist",), ("tiny",), seeds=(0, 1), epochs=2, n_train=40, n_test=20)

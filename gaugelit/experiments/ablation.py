@@ -22,7 +22,7 @@ file holds the same configuration, so the study resumes. A variant that changes 
 its runs without gauge fixing with ``"as run"`` (δ acts only when the gauge is fixed).
 :func:`summarise` turns the files into a small JSON: per variant, the paired differences (with
 minus without gauge fixing) of the final training error, test error and regularised losses, and
-claim 3's verdict on them by :mod:`gaugelit.claims`.
+claim 3's verdict on them by :mod:`gaugelit.experiments.claims`.
 
     python -m gaugelit ablation --jobs 2            # trains what is missing, writes the summary
 """
@@ -33,19 +33,20 @@ import dataclasses
 import functools
 import hashlib
 import json
-import multiprocessing
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import claims
-from .data import load_dataset
-from ._sweep import code_fingerprint, device_name, write_json_atomic
 from ..core.environment import results_dir
 from ..core.network import ARCHITECTURES, he_init
 from ..training import train
+from . import claims
+from .data import load_dataset
+from .pool import run_in_processes
+from .runfiles import code_fingerprint, device_name, write_json_atomic
+from .stats import t_interval
 
 __all__ = ["VARIANTS", "Study", "STUDY", "SUMMARY_NAME", "run_config", "run_key", "run_study", "summarise",
            "plot_summary", "between_variants", "main"]
@@ -155,7 +156,10 @@ def _finished(path: Path, config: dict) -> bool:
 
 
 def run_study(study: Study = STUDY, out="results/ablation", *, jobs: int = 1, log=print) -> list[dict]:
-    """Train every run of ``study`` that has no finished file in ``out``; return the configs trained."""
+    """Train every run of ``study`` that has no finished file in ``out``; return the configs trained.
+    ``jobs`` > 1 trains that many at once, in the sweep's worker processes
+    (:func:`~gaugelit.experiments.pool.run_in_processes`: they exit with this process, and one
+    Ctrl-C stops them)."""
     out = Path(out)
     # seed by seed, so that a study stopped early has every variant for its first seeds
     configs = {run_key(c): c for s in study.seeds for v in study.variants for g in (False, True)
@@ -163,19 +167,19 @@ def run_study(study: Study = STUDY, out="results/ablation", *, jobs: int = 1, lo
     todo = [c for key, c in configs.items() if not _finished(out / f"{key}.json", c)]
     if log:
         log(f"{len(configs)} runs, {len(configs) - len(todo)} already finished in {out}")
+    trained = []
+
+    def finished(config, record):
+        trained.append(config)
+        if log:
+            log(f"[{len(trained)}/{len(todo)}] {run_key(config)}: {record['wall_seconds']:.0f} s")
+
     if jobs <= 1 or len(todo) < 2:
-        for i, c in enumerate(todo, 1):
-            r = _train_one(c, str(out))
-            if log:
-                log(f"[{i}/{len(todo)}] {run_key(c)}: {r['wall_seconds']:.0f} s")
-        return todo
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_train_one, c, str(out)): c for c in todo}
-        for i, future in enumerate(as_completed(futures), 1):
-            r = future.result()
-            if log:
-                log(f"[{i}/{len(todo)}] {run_key(futures[future])}: {r['wall_seconds']:.0f} s")
+        for config in todo:
+            finished(config, _train_one(config, str(out)))
+    else:
+        run_in_processes(functools.partial(_train_one, out=str(out)), todo, min(jobs, len(todo)), finished,
+                         log=log, label=run_key)
     return todo
 
 
@@ -241,7 +245,7 @@ def plot_summary(summary: dict, metric: str = "train_error", ax=None):
             continue
         ax.plot(d, np.full(d.size, i) + np.linspace(-0.12, 0.12, d.size), "o", color="0.5", ms=4)
         if d.size > 1:
-            low, high = claims.t_interval(d, summary["level"])
+            low, high = t_interval(d, summary["level"])
             ax.plot([low, high], [i, i], color="tab:red", lw=2)
         ax.plot([d.mean()], [i], "|", color="tab:red", ms=14, mew=2)
     if metric == "train_error":
@@ -259,7 +263,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="gaugelit ablation",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None,
-                        help="run files, resumable (default: RESULTS/ablation, RESULTS = GAUGELIT_RESULTS_DIR or ./results)")
+                        help="run files, resumable (default: RESULTS/ablation, "
+                             "RESULTS = GAUGELIT_RESULTS_DIR or ./results)")
     parser.add_argument("--summary", type=Path, default=None,
                         help=f"the small summary the book reads (default: RESULTS/{SUMMARY_NAME})")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (one per core)")

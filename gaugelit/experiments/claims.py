@@ -25,14 +25,15 @@ below ``2**(1 - n)``, so fewer than six pairs never reach p < 0.05 by it alone.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ._sweep import Settings, grid_records, paired_differences
-from .stats import sign_test, t_cdf, t_quantile  # one implementation of each, shared with the soft-gauge chapter
+from .grid import Settings
+from .runfiles import grid_records
+from .stats import read_interval, sign_test, t_cdf, t_interval, t_quantile  # once, in stats; named here for the book
+from .summaries import paired_differences
 
 __all__ = ["Claim", "CLAIMS", "Effect", "VERDICTS", "LEVEL", "MIN_SEEDS", "MARGIN", "t_cdf",
            "t_quantile", "t_interval", "sign_test", "verdict", "effect", "check_claims", "pooled",
@@ -73,32 +74,23 @@ CLAIMS = {
 }
 
 
-def t_interval(d, level: float = LEVEL) -> tuple[float, float]:
-    """The two-sided ``level`` Student-t confidence interval for the mean of ``d`` (at least two
-    values); ``(mean, mean)`` when every value is the same."""
-    d = np.asarray(d, dtype=float)
-    if d.size < 2:
-        raise ValueError(f"an interval needs at least two values, got {d.size}")
-    if not np.isfinite(d).all():
-        raise ValueError("the paired differences have non-finite values")
-    half = t_quantile(0.5 + level / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)
-    return float(d.mean() - half), float(d.mean() + half)
+#: The verdict for each reading of an interval (:func:`~gaugelit.experiments.stats.read_interval`),
+#: per kind of claim: a "lower" claim reads the interval against zero, a "none" claim against its margin.
+_VERDICT = {
+    "lower": {"too few": "too few seeds", "below": "holds", "above": "reversed", "inconclusive": "inconclusive"},
+    "none": {"too few": "too few seeds", "within": "holds", "below": "reversed", "above": "reversed",
+             "inconclusive": "inconclusive"},
+}
 
 
 def verdict(low: float, high: float, n: int, expect: str = "lower", *, margin: float | None = None,
             min_seeds: int = MIN_SEEDS) -> str:
     """The verdict of the rule in the module docstring, from the interval ``(low, high)`` of ``n`` pairs."""
-    if expect not in ("lower", "none"):
+    if expect not in _VERDICT:
         raise ValueError(f"expect must be 'lower' or 'none', got {expect!r}")
     if expect == "none" and not (margin is not None and margin > 0):
         raise ValueError(f"a 'none' claim needs an equivalence margin > 0, got {margin}")
-    if n < min_seeds:
-        return "too few seeds"
-    if expect == "lower":
-        return "holds" if high < 0 else "reversed" if low > 0 else "inconclusive"
-    if -margin < low and high < margin:
-        return "holds"
-    return "reversed" if (low > 0 or high < 0) else "inconclusive"
+    return _VERDICT[expect][read_interval(low, high, n, min_n=min_seeds, margin=margin if expect == "none" else None)]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ._sweep import code_fingerprint
+from .runfiles import code_fingerprint
 
 __all__ = ["Change", "CHANGES", "provenance", "label"]
 

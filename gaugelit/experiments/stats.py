@@ -1,10 +1,12 @@
 """Paired comparisons over seeds: the effect, its interval, and a verdict that follows from them.
 
 Two arms run from the same seeds (same initial network, same data) give one difference per seed.
-:func:`paired_comparison` reports the mean difference with a Student-t confidence interval (NumPy and the standard library only), the
-exact two-sided sign-test p-value (which assumes nothing about the shape of the differences), and a
-verdict read off the interval: ``"lower"`` or ``"higher"`` when the interval excludes 0,
-``"inconclusive"`` when it does not, ``"too few pairs"`` below ``min_pairs``.
+Of these differences: the Student-t confidence interval of the mean (:func:`t_interval`), the
+exact two-sided sign-test p-value (:func:`sign_test`, which assumes nothing about the shape of
+the differences), and where the interval lies by one stated rule (:func:`read_interval`). Both
+vocabularies of verdicts are read from that rule: :func:`paired_comparison`'s here (``"lower"``
+or ``"higher"`` when the interval excludes 0, ``"inconclusive"`` when it does not, ``"too few
+pairs"`` below ``min_pairs``) and the claims' of :mod:`gaugelit.experiments.claims`.
 """
 from __future__ import annotations
 
@@ -12,70 +14,41 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
-__all__ = ["t_cdf", "PairedComparison", "paired_comparison", "sign_test", "t_quantile"]
+__all__ = ["t_cdf", "t_quantile", "t_interval", "sign_test", "read_interval", "PairedComparison",
+           "paired_comparison"]
 
 
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta function I_x(a, b), by its continued fraction (modified Lentz);
-    standard library only, so that the statistics need nothing beyond NumPy."""
-    if x <= 0:
-        return 0.0
-    if x >= 1:
-        return 1.0
-    if x > (a + 1) / (a + b + 2):                      # the fraction converges fast on this side
-        return 1.0 - _betainc(b, a, 1.0 - x)
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)) / a
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    f = d
-    for m in range(1, 10_000):
-        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            f *= c * d
-        if abs(c * d - 1.0) < 1e-15:
-            break
-    return front * f
+def _degrees_of_freedom(df, name: str) -> int:
+    if int(df) != df or df < 1:
+        raise ValueError(f"{name}: df must be an integer >= 1, got {df}")
+    return int(df)
 
 
 def t_cdf(t: float, df: int) -> float:
     """Student's t distribution function with ``df`` degrees of freedom (an integer >= 1)."""
-    if int(df) != df or df < 1:
-        raise ValueError(f"t_cdf: df must be an integer >= 1, got {df}")
-    return _t_cdf(t, int(df))
-
-
-def _t_cdf(t: float, df: int) -> float:
-    tail = 0.5 * _betainc(df / 2, 0.5, df / (df + t * t))
-    return 1.0 - tail if t >= 0 else tail
+    return float(stats.t.cdf(t, _degrees_of_freedom(df, "t_cdf")))
 
 
 def t_quantile(q: float, df: int) -> float:
-    """The ``q``-quantile of Student's t distribution with ``df`` degrees of freedom (bisection on
-    the CDF, written with the regularised incomplete beta function, to about 1e-12)."""
-    if int(df) != df or df < 1:
-        raise ValueError(f"t_quantile: df must be an integer >= 1, got {df}")
+    """The ``q``-quantile of Student's t distribution with ``df`` degrees of freedom (an integer >= 1)."""
+    df = _degrees_of_freedom(df, "t_quantile")
     if not (0 < q < 1):
         raise ValueError(f"t_quantile: q must lie in (0, 1), got {q}")
-    if q < 0.5:
-        return -t_quantile(1 - q, df)
-    lo, hi = 0.0, 1.0
-    while _t_cdf(hi, int(df)) < q:
-        hi *= 2
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if _t_cdf(mid, int(df)) < q:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-12 * max(1.0, hi):
-            break
-    return 0.5 * (lo + hi)
+    return float(stats.t.ppf(q, df))
+
+
+def t_interval(d, level: float = 0.95) -> tuple[float, float]:
+    """The two-sided ``level`` Student-t confidence interval for the mean of ``d`` (at least two
+    values); ``(mean, mean)`` when every value is the same."""
+    d = np.asarray(d, dtype=float)
+    if d.size < 2:
+        raise ValueError(f"an interval needs at least two values, got {d.size}")
+    if not np.isfinite(d).all():
+        raise ValueError("the paired differences have non-finite values")
+    half = t_quantile(0.5 + level / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)
+    return float(d.mean() - half), float(d.mean() + half)
 
 
 def sign_test(differences) -> float:
@@ -85,12 +58,25 @@ def sign_test(differences) -> float:
     if not np.all(np.isfinite(d)):
         raise ValueError("sign_test: differences must be finite")
     pos, neg = int((d > 0).sum()), int((d < 0).sum())
-    n = pos + neg
-    if n == 0:
+    if pos + neg == 0:
         return 1.0
-    k = min(pos, neg)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
+    return float(stats.binomtest(pos, pos + neg).pvalue)
+
+
+def read_interval(low: float, high: float, n: int, *, min_n: int, margin: float | None = None) -> str:
+    """Where the interval ``(low, high)`` of ``n`` pairs lies, by the one rule every verdict is
+    read from: ``"too few"`` below ``min_n`` pairs; ``"within"`` the margin, when the whole interval
+    lies inside ``(-margin, margin)``; ``"below"`` or ``"above"`` zero when it excludes zero;
+    otherwise ``"inconclusive"``. Without a margin nothing is ``"within"``."""
+    if n < min_n:
+        return "too few"
+    if margin is not None and -margin < low and high < margin:
+        return "within"
+    return "below" if high < 0 else "above" if low > 0 else "inconclusive"
+
+
+#: :func:`paired_comparison`'s verdict for each :func:`read_interval` (no margin: never ``"within"``).
+_COMPARISON = {"too few": "too few pairs", "below": "lower", "above": "higher", "inconclusive": "inconclusive"}
 
 
 @dataclass(frozen=True)
@@ -138,17 +124,6 @@ def paired_comparison(treated, control, *, confidence: float = 0.95, min_pairs: 
     n = d.size
     mean = float(d.mean()) if n else float("nan")
     std = float(d.std(ddof=1)) if n > 1 else float("nan")
-    if n > 1:
-        half = t_quantile(0.5 + confidence / 2, n - 1) * std / math.sqrt(n)
-        low, high = mean - half, mean + half
-    else:
-        low = high = float("nan")
-    if n < min_pairs:
-        verdict = "too few pairs"
-    elif high < 0:
-        verdict = "lower"
-    elif low > 0:
-        verdict = "higher"
-    else:
-        verdict = "inconclusive"
+    low, high = t_interval(d, confidence) if n > 1 else (float("nan"), float("nan"))
+    verdict = _COMPARISON[read_interval(low, high, n, min_n=min_pairs)]
     return PairedComparison(d, mean, std, low, high, float(confidence), sign_test(d) if n else 1.0, verdict)

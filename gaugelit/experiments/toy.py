@@ -13,7 +13,7 @@ ReLU network. Everything else is gaugelit's choice and is stated here (and in th
   network starts far from balance, which is what the soft penalty acts on;
 * training: full-batch gradient descent on the MSE loss ``mean_t (f(x_t) - y_t)^2`` with trainable
   hidden biases, no weight decay, constant learning rate, plus ``S`` of
-  :func:`gaugelit.soft_gauge.soft_gauge_penalty` at strength ``lambda`` (added as it stands).
+  :func:`gaugelit.soft_gauge_penalty` at strength ``lambda`` (added as it stands).
 """
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ import numpy as np
 from ..core.backend import array_module, asarray, default_backend, to_numpy
 from ..core.gauge import balance_gaps, rescale
 from ..core.network import LayeredNet, he_init
-from ..training.soft_gauge import from_parameter_vector, parameter_vector, soft_gauge_penalty
 from ..solvers import minnorm
 from ..training import TrainingDiverged, loss_and_grads, sgd_step, train
+from ..training.soft_gauge import from_parameter_vector, parameter_vector, soft_gauge_penalty
 
 __all__ = ["target", "TARGET", "ToyData", "toy_regression", "INITS", "toy_net", "validation_mse", "ToyFit", "fit",
            "strength_sweep", "lr_stress_test", "DriftRun", "scale_drift", "invariance_errors", "loss_hessian"]
@@ -290,7 +290,7 @@ def invariance_errors(net: LayeredNet, X, n_transforms: int = 200, *, log_spread
 
 def loss_hessian(net: LayeredNet, X, y, *, h: float = 1e-5):
     """The dense Hessian of the MSE loss over all parameters (ordered as
-    :func:`gaugelit.soft_gauge.parameter_vector`), by central differences of the back-propagated
+    :func:`gaugelit.training.soft_gauge.parameter_vector`), by central differences of the back-propagated
     gradient, symmetrised. For small networks in float64; ``h`` must not carry a data point across a
     ReLU kink (the loss is piecewise smooth), which at ``h = 1e-5`` is a measure-zero event.
     """

@@ -3,6 +3,7 @@
 Runs here use a tiny architecture and synthetic data so that they take milliseconds; the code path
 is the one the book and ``gaugelit reproduce`` use.
 """
+import functools
 import json
 
 import matplotlib
@@ -10,24 +11,23 @@ import numpy as np
 import pytest
 
 import gaugelit as gl
-from gaugelit.experiments import _sweep as ex
+from gaugelit import experiments as ex
 from gaugelit.__main__ import main
+from gaugelit.experiments import pool, runfiles, sweep
 
 matplotlib.use("Agg")
-
-
 
 
 @pytest.fixture
 def count_training(monkeypatch):
     calls = []
-    real = ex.train
+    real = sweep.train
 
     def counting(*args, **kwargs):
         calls.append(kwargs["seed"])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ex, "train", counting)
+    monkeypatch.setattr(sweep, "train", counting)
     return calls
 
 
@@ -113,7 +113,7 @@ def test_partial_or_foreign_files_are_not_finished(tiny, tmp_path):
 
 
 def test_an_interrupted_sweep_leaves_no_partial_file_and_resumes(tiny, tmp_path, monkeypatch):
-    real, calls = ex.train, []
+    real, calls = sweep.train, []
 
     def interrupted_on_third(*args, **kwargs):
         calls.append(1)
@@ -121,7 +121,7 @@ def test_an_interrupted_sweep_leaves_no_partial_file_and_resumes(tiny, tmp_path,
             raise KeyboardInterrupt                                 # Ctrl-C in the middle of a run
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ex, "train", interrupted_on_third)
+    monkeypatch.setattr(sweep, "train", interrupted_on_third)
     with pytest.raises(KeyboardInterrupt):
         ex.reproduce(tiny, tmp_path, log=None)
     runs = tiny.runs()
@@ -135,7 +135,7 @@ def test_an_interrupted_write_leaves_no_file(tiny, tmp_path, monkeypatch):
         f.write('{"format": 1, "settings": {')
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ex.json, "dump", dump_then_die)
+    monkeypatch.setattr(runfiles.json, "dump", dump_then_die)
     with pytest.raises(KeyboardInterrupt):
         ex.run_one(tiny.runs()[0], tiny, tmp_path)
     assert files(tmp_path / "ci") == []
@@ -145,7 +145,7 @@ def test_diverged_runs_are_recorded_and_not_retried(tiny, tmp_path, monkeypatch)
     def diverge(*args, **kwargs):
         raise gl.TrainingDiverged("train: non-finite loss at epoch 1, step 2 of 2 (lr=0.1)")
 
-    monkeypatch.setattr(ex, "train", diverge)
+    monkeypatch.setattr(sweep, "train", diverge)
     done = ex.reproduce(tiny.replace(seeds=(0,), optimizers=("egd",)), tmp_path, log=None)
     assert len(done["diverged"]) == 2
     records = ex.load_results(tmp_path / "ci", status=None)
@@ -172,7 +172,8 @@ def test_summaries(tiny, tmp_path):
                                 for s in (0, 1)])
     rows = ex.final_table(records)
     assert len(rows) == 4 and {r["seeds"] for r in rows} == {2}
-    assert rows[0]["reg_loss"] == pytest.approx(ex.curves(records, "reg_loss")[("mnist", "tiny", "egd", False)]["mean"][-1])
+    egd = ex.curves(records, "reg_loss")[("mnist", "tiny", "egd", False)]
+    assert rows[0]["reg_loss"] == pytest.approx(egd["mean"][-1])
     axes = ex.plot_learning_curves(records, "sgd")
     assert axes.shape == (1, 3)
     with pytest.raises(ValueError, match="unknown metric"):
@@ -265,9 +266,9 @@ def test_a_failing_worker_names_its_run(tiny, tmp_path):
     # A folder that is a file is now refused before any run trains (test_reliability); a worker
     # that fails for another reason still names its run.
     with pytest.raises(OSError) as info:
-        ex._run_in_processes(tiny.runs()[:2], tiny, tmp_path, 2, lambda run, record: None, None,
-                             task=_out_of_space)
-    assert any("in the worker process that ran mnist tiny SGD" in note
+        pool.run_in_processes(functools.partial(_out_of_space, settings=tiny, out=str(tmp_path)), tiny.runs()[:2],
+                              2, lambda run, record: None, label=ex.Run.label)
+    assert any("in the task that ran mnist tiny SGD" in note
                for note in getattr(info.value, "__notes__", []))
 
 

@@ -1,10 +1,11 @@
-"""Paired comparisons over seeds: quantiles, sign test, intervals and verdicts."""
+"""Paired comparisons over seeds: quantiles, sign test, intervals and verdicts (the distributions are
+scipy's; these tests hold them to tables, closed forms and exact counts)."""
 import math
 
 import numpy as np
 import pytest
 
-from gaugelit.experiments.stats import paired_comparison, sign_test, t_quantile
+from gaugelit.experiments.stats import paired_comparison, read_interval, sign_test, t_cdf, t_quantile
 
 
 @pytest.mark.parametrize("q, df, expected", [(0.975, 1, 12.706204736), (0.975, 4, 2.776445105),
@@ -25,6 +26,14 @@ def test_sign_test_exact():
     assert sign_test([0, 0, 1]) == pytest.approx(1.0)        # one non-zero difference: p = 1
     assert sign_test([0, 0]) == 1.0
     assert sign_test(np.r_[np.ones(10), -np.ones(10)]) == 1.0
+
+
+@pytest.mark.parametrize("n", range(1, 31))
+def test_sign_test_is_twice_the_smaller_binomial_tail(n):
+    for pos in range(n + 1):
+        tail = sum(math.comb(n, i) for i in range(min(pos, n - pos) + 1)) / 2 ** n
+        d = np.r_[np.ones(pos), -np.ones(n - pos), np.zeros(3)]        # zeros carry no sign
+        assert sign_test(d) == pytest.approx(min(1.0, 2 * tail), rel=1e-12)
 
 
 def test_interval_and_verdicts():
@@ -57,8 +66,22 @@ def test_bad_input_is_refused():
         t_quantile(0.9, 0)
 
 
-def test_t_cdf_against_closed_forms():
-    from gaugelit.experiments.stats import _t_cdf
+def test_t_cdf_and_quantile_against_closed_forms():
     for t in (-3.0, -0.5, 0.0, 0.7, 2.5, 40.0):
-        assert _t_cdf(t, 1) == pytest.approx(0.5 + math.atan(t) / math.pi, abs=1e-13)           # Cauchy
-        assert _t_cdf(t, 2) == pytest.approx(0.5 + t / (2 * math.sqrt(2 + t * t)), abs=1e-13)  # df = 2
+        assert t_cdf(t, 1) == pytest.approx(0.5 + math.atan(t) / math.pi, abs=1e-15)           # Cauchy
+        assert t_cdf(t, 2) == pytest.approx(0.5 + t / (2 * math.sqrt(2 + t * t)), abs=1e-15)  # df = 2
+    for q in (0.6, 0.9, 0.95, 0.975, 0.995, 0.9995):
+        assert t_quantile(q, 1) == pytest.approx(math.tan(math.pi * (q - 0.5)), rel=1e-12)
+        assert t_quantile(q, 2) == pytest.approx((2 * q - 1) / math.sqrt(2 * q * (1 - q)), rel=1e-12)
+    with pytest.raises(ValueError, match="df"):
+        t_cdf(1.0, 2.5)
+
+
+@pytest.mark.parametrize("low, high, n, margin, want", [
+    (-2.0, -1.0, 3, None, "below"), (1.0, 2.0, 3, None, "above"), (-1.0, 1.0, 3, None, "inconclusive"),
+    (-2.0, -1.0, 2, None, "too few"), (-0.5, 0.5, 3, 1.0, "within"), (0.1, 0.5, 3, 1.0, "within"),
+    (-2.0, -0.5, 3, 1.0, "below"), (0.5, 2.0, 3, 1.0, "above"), (-2.0, 0.5, 3, 1.0, "inconclusive"),
+    (-1.0, 0.5, 3, 1.0, "inconclusive"),   # the margin is open: touching it is not inside
+])
+def test_read_interval_is_the_one_rule(low, high, n, margin, want):
+    assert read_interval(low, high, n, min_n=3, margin=margin) == want

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 
 import gaugelit as gl
-from gaugelit.experiments import _sweep as ex
+from gaugelit import experiments as ex
 from gaugelit.__main__ import main
-
-
+from gaugelit.experiments import grid, sweep
 
 
 def names(folder):
@@ -48,11 +47,9 @@ def test_batched_cells_write_the_files_of_single_runs_and_resume(tiny, tmp_path)
 
 
 def test_an_interrupted_cell_writes_nothing(tiny, tmp_path, monkeypatch):
-    import gaugelit.training as training
-
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(training, "train_many", interrupted)
+    monkeypatch.setattr(sweep, "train_many", interrupted)
     with pytest.raises(KeyboardInterrupt):
         ex.reproduce(tiny, tmp_path, batch_models=True, log=None)
     assert names(tmp_path / "ci") == []
@@ -64,7 +61,7 @@ def test_a_diverged_model_of_a_cell_is_recorded_and_the_others_finish(tiny, tmp_
     def one_bad(sizes, seed=0, **kw):      # seed 1's network overflows at once
         net = real(sizes, seed=seed, **kw)
         return gl.LayeredNet([W * 1e30 for W in net.weights], net.biases) if seed == 1 else net
-    monkeypatch.setattr(ex, "he_init", one_bad)
+    monkeypatch.setattr(sweep, "he_init", one_bad)
     done = ex.reproduce(tiny.replace(gauge_fix=(False,), optimizers=("sgd",)), tmp_path, batch_models=True,
                       log=None)
     assert [r.seed for r in done["ran"]] == [0] and [r.seed for r in done["diverged"]] == [1]
@@ -90,7 +87,7 @@ def test_shards_partition_the_grid_and_land_in_one_folder(tiny, tmp_path, capsys
 
 
 def test_cli_shard_and_batch_models(tiny, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(ex, "SETTINGS", {**ex.SETTINGS, "ci": tiny})
+    monkeypatch.setattr(grid, "SETTINGS", {**grid.SETTINGS, "ci": tiny})
     args = ["reproduce", "--scale", "ci", "--out", str(tmp_path)]
     assert main(args + ["--shard", "2/2", "--dry-run"]) == 0        # runs 2, 4, ... of the grid
     listed = capsys.readouterr().out
@@ -134,7 +131,7 @@ def test_a_process_pool_executor_gives_the_sequential_results(tiny, tmp_path, ba
 def test_a_failing_task_names_its_runs_and_leaves_the_executor_open(tiny, tmp_path, monkeypatch):
     def disk_full(path, obj):                # every run trains, then cannot write its file
         raise OSError(28, "No space left on device", str(path))
-    monkeypatch.setattr(ex, "write_json_atomic", disk_full)    # forked workers inherit the patch
+    monkeypatch.setattr(sweep, "write_json_atomic", disk_full)    # forked workers inherit the patch
     with forked_pool(1) as pool:
         with pytest.raises(OSError) as info:
             ex.reproduce(tiny.replace(gauge_fix=(False,)), tmp_path, executor=pool, log=None)

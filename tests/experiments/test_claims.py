@@ -95,7 +95,8 @@ def test_claims_pick_their_optimizer_and_metric_and_pool():
                   ("2", ("mnist", "3-layer", "sgd")): "inconclusive"}   # train_error: 0.5 both ways
     pool = cl.pooled(effects)["1"]
     assert pool["verdicts"]["holds"] == 2 and pool["verdicts"]["reversed"] == 1
-    assert (pool["pairs"], pool["below_zero"]) == (9, 6) and pool["sign_p"] == pytest.approx(cl.sign_test([-1] * 6 + [1] * 3))
+    assert (pool["pairs"], pool["below_zero"]) == (9, 6)
+    assert pool["sign_p"] == pytest.approx(cl.sign_test([-1] * 6 + [1] * 3))
     assert "claim 1: holds: 2, reversed: 1" in cl.claim_table(effects)
 
 
@@ -115,8 +116,8 @@ def test_a_single_pair_has_no_interval():
 # -- the paper-scale page's logic on a partial set of run files -------------------------------------
 
 def write_run(folder, run, settings, *, reg_loss, train_error, code="521292068b58017c"):
-    from gaugelit.experiments import _sweep as ex
-    history = {k: [1.0] * (settings.epochs + 1) for k in ex._HISTORY_KEYS}
+    from gaugelit import experiments as ex
+    history = {k: [1.0] * (settings.epochs + 1) for k in ex.runfiles.HISTORY_KEYS}
     history["epoch"] = list(range(settings.epochs + 1))
     history["reg_loss"][-1], history["train_error"][-1] = reg_loss, train_error
     record = {"format": ex.FORMAT, "run_id": run.run_id, "settings": ex.run_settings(run, settings),
@@ -128,7 +129,7 @@ def write_run(folder, run, settings, *, reg_loss, train_error, code="521292068b5
 def test_present_grid_and_claims_from_a_partial_paper_grid(tmp_path):
     import matplotlib
     matplotlib.use("Agg")
-    from gaugelit.experiments import _sweep as ex
+    from gaugelit import experiments as ex
 
     paper = ex.settings_for("paper")
     rng = np.random.default_rng(0)
@@ -137,7 +138,8 @@ def test_present_grid_and_claims_from_a_partial_paper_grid(tmp_path):
         if (run.dataset, run.architecture, run.optimizer) == ("mnist", "3-layer", "egd") and run.seed < 4:
             write_run(tmp_path, run, paper, reg_loss=1.0 - 0.3 * run.gauge_fix + 0.01 * rng.random(),
                       train_error=0.1 - 0.03 * run.gauge_fix + 0.002 * rng.random())
-        elif (run.dataset, run.architecture, run.optimizer, run.seed, run.gauge_fix) == ("mnist", "3-layer", "sgd", 0, True):
+        elif (run.dataset, run.architecture, run.optimizer, run.seed, run.gauge_fix) == \
+                ("mnist", "3-layer", "sgd", 0, True):
             write_run(tmp_path, run, paper, reg_loss=1.0, train_error=0.1)
     (tmp_path / "paper" / "stray.json").write_text("{}")                 # not a run of the grid: named
     # an EGD file from before EG+- (its settings lack egd_biases): not used, and named
@@ -168,7 +170,7 @@ def test_present_grid_and_claims_from_a_partial_paper_grid(tmp_path):
 
 
 def test_present_grid_of_an_empty_folder(tmp_path):
-    from gaugelit.experiments import _sweep as ex
+    from gaugelit import experiments as ex
 
     present = cl.present_grid(ex.settings_for("paper"), tmp_path)
     assert present.records == [] and present.cells == [] and len(present.missing) == 240

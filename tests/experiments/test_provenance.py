@@ -3,10 +3,10 @@ which changes since bear on a run."""
 import json
 from pathlib import Path
 
-from gaugelit.experiments import provenance as pv
 from gaugelit.experiments import code_fingerprint
+from gaugelit.experiments import provenance as pv
 
-RESULTS = Path(__file__).resolve().parents[1] / "results" / "paper"
+RESULTS = Path(__file__).resolve().parents[2] / "results" / "paper"      # the repository's results/
 
 
 def test_the_table_is_a_chain():

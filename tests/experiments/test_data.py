@@ -19,6 +19,8 @@ import pytest
 import gaugelit as gl
 from gaugelit.experiments import data as gd
 
+ROOT = Path(__file__).resolve().parents[2]      # the repository
+
 
 # --- writers for the real formats -------------------------------------------------------------
 
@@ -125,7 +127,7 @@ def test_read_idx_rejects_non_gzip_and_truncated_gzip(tmp_path):
 
 def test_pinned_hashes_are_those_of_sources_md():
     """The registry carries the SHA-256 and MD5 of shared/data/SOURCES.md, for all eight files."""
-    sources = Path(__file__).resolve().parents[2] / "shared" / "data" / "SOURCES.md"
+    sources = ROOT.parent / "shared" / "data" / "SOURCES.md"
     if not sources.exists():
         pytest.skip(f"{sources} is not present in this checkout")
     text = sources.read_text()
@@ -140,7 +142,7 @@ def test_pinned_hashes_are_those_of_sources_md():
 def test_data_md_states_exactly_the_pinned_hashes_and_sizes():
     """DATA.md (the repository's statement of its data sources) lists every file the loader pins,
     with the same SHA-256, MD5 and size, and nothing else."""
-    text = (Path(__file__).resolve().parents[1] / "DATA.md").read_text()
+    text = (ROOT / "DATA.md").read_text()
     rows = {}
     for line in text.splitlines():
         cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
