@@ -84,7 +84,7 @@ bench: venv
 device-prep: venv
 	PYTHON=$(PY) bash bench/device_prep.sh $(if $(RESULTS),RESULTS=$(RESULTS))
 
-# The same script in its CPU mode (NumPy, a tiny grid, no wheels); tests/test_device_run.py runs it too.
+# The same script in its CPU mode (NumPy, a tiny grid, no wheels); tests/bench/test_device_run.py runs it too.
 device-run-cpu: venv
 	PYTHON=$(PY) bash bench/device_run.sh --cpu
 

@@ -67,7 +67,7 @@ if [ "$MODE" = gpu ]; then
     SCALE=paper
     GRID=(--scale paper --datasets mnist fashion-mnist)
     # test_device_run runs this script on the CPU; test_torch_cuda has its own step (1b)
-    TESTS=(tests --ignore=tests/test_device_run.py --ignore=tests/test_torch_cuda.py)
+    TESTS=(tests --ignore=tests/bench/test_device_run.py --ignore=tests/test_torch_cuda.py)
     BENCH=(--backend cupy)
 else
     BACKEND=numpy
@@ -75,7 +75,7 @@ else
     SCALE=ci
     GRID=(--scale ci --datasets mnist --archs 3-layer --optimizers sgd --seeds 0 --epochs 1
           --n-train 256 --n-test 64)
-    TESTS=(tests/test_batched.py)
+    TESTS=(tests/training/test_batched.py)
     BENCH=(--backend numpy --size tiny --rows 1 3 --repeat 1)
 fi
 export PYTHONPATH="$ROOT${SITE:-}${PYTHONPATH:+:$PYTHONPATH}" GAUGELIT_BACKEND=$BACKEND GAUGELIT_RESULTS_DIR=$RESULTS

@@ -11,7 +11,7 @@ starts by forming the same products at the starting point (they are the dead-uni
 starting imbalance gamma[0]); what follows is the iteration proper, where the methods differ.
 
     .venv/bin/python bench/graph_bench.py               # full size -> bench/results/<machine>-graph.json
-    .venv/bin/python bench/graph_bench.py --size tiny   # the smoke test's size (tests/test_graph_bench.py)
+    .venv/bin/python bench/graph_bench.py --size tiny   # the smoke test's size (tests/bench/test_graph_bench.py)
 
 Then, for the CNN and the residual network, what :class:`gaugelit.torch.GaugeFix` adds to a training
 step (SGD with momentum, Adam), the step with and without it side by side in one run.

@@ -25,7 +25,7 @@ shared); medians are recorded too. The clock is process CPU time on NumPy with o
 jobs' scheduling does not inflate it) and wall-clock time otherwise; row 5 always times
 wall-clock time, since its processes run side by side. ``--threads`` (default 1: a sweep runs one process per core)
 is set for OpenBLAS, MKL and OpenMP before NumPy loads, and for torch. Nothing here is asserted:
-tests/test_bench.py only runs ``--size tiny`` as a smoke test.
+tests/bench/test_bench.py only runs ``--size tiny`` as a smoke test.
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ on a subset of one data set, with and without gauge fixing, for several seeds, o
 
 Algorithm 1 started from the identity before every step and Algorithm 1 warm-started from the
 last step's gauge are the same arithmetic (the training loop's log-domain factors are tested
-against ``minnorm`` from the identity at every step in ``tests/test_bench.py``), so that choice
+against ``minnorm`` from the identity at every step in ``tests/bench/test_bench.py``), so that choice
 needs no variant: how far each call solves is δ's axis.
 
 Each run is written to ``<out>/<run-key>.json`` as it finishes, and a rerun skips the runs whose

@@ -12,11 +12,11 @@ import pytest
 import gaugelit as gl
 from gaugelit.training._stack import Stack
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_script(*args, tmp_path, **env_changes):
-    env = dict(os.environ, GAUGELIT_BACKEND="numpy", **env_changes)
+    env = dict(os.environ, GAUGELIT_BACKEND="numpy", PYTHONPATH=str(ROOT), **env_changes)   # this checkout
     proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
