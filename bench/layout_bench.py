@@ -340,7 +340,7 @@ def markdown(report: dict) -> str:
             "| after: minnorm(net) | before: graph solver | sweeps / passes (before chain, after graph) | flag |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for e in report["chain_vs_graph"]:
-        def cell(k):
+        def cell(k, e=e):
             return f"{e[k]['best_ms']:.2f} ({e[k]['median_of_rounds_ms']:.2f})" if k in e else "—"
         sp = (f"{e['before chain']['sweeps']} / {e['before chain']['passes']:.2f}, "
               f"{e['after graph']['sweeps']} / {e['after graph']['passes']:.2f}") if "ratio" in e else "—"
@@ -350,7 +350,8 @@ def markdown(report: dict) -> str:
                    f"| {flag.strip()} |")
     flagged = [q for q in report["quantities"] if q.get("flag") and q["flag"] != "skipped" and q["kind"] != "control"]
     slower_chain = [e for e in report["chain_vs_graph"] if e.get("slower")]
-    out += ["", f"Flagged: {len(flagged)} of {sum(q['kind'] in ('time', 'rate', 'passes') for q in report['quantities'])} "
+    counted = sum(q["kind"] in ("time", "rate", "passes") for q in report["quantities"])
+    out += ["", f"Flagged: {len(flagged)} of {counted} "
             f"quantities; the graph solver on chains slower than the chain solver before in {len(slower_chain)} "
             f"of {len(report['chain_vs_graph'])} cases."]
     out += [f"- {q['group']} / {q['name']}: {q['flag']}" for q in flagged]
@@ -394,10 +395,10 @@ def main(argv=None):
         raw = measure(trees, args.rounds, args.size, args.repeat, tmp, log)
     quantities_ = [summarise(q) for q in quantities(raw)]
     machine = raw["after"]["suite row 1"][-1]["machine"]
-    command = "python bench/layout_bench.py" + "".join(
-        f" {flag} {value}" for flag, value, default in (("--before", args.before, BEFORE), ("--after", args.after, None),
-                                                       ("--rounds", args.rounds, 3), ("--size", args.size, "full"),
-                                                       ("--repeat", args.repeat, None)) if value != default)
+    options = (("--before", args.before, BEFORE), ("--after", args.after, None), ("--rounds", args.rounds, 3),
+               ("--size", args.size, "full"), ("--repeat", args.repeat, None))
+    command = "python bench/layout_bench.py" + "".join(f" {flag} {value}" for flag, value, default in options
+                                                       if value != default)
     report = dict(suite="gaugelit bench/layout_bench.py", command=command,
                   before=f"{before_sha[:7]} ({git('log', '-1', '--format=%s', before_sha)[:60]})",
                   before_commit=before_sha, after=describe_after(args.after), after_commit=args.after,

@@ -229,7 +229,7 @@ def cycle_violations(edges: list[Edge]) -> list[Violation]:
     out = []
     for comp in strongly_connected(graph):
         cycle = shortest_cycle(comp[0], graph, set(comp))
-        steps = [first[(a, b)] for a, b in zip(cycle[:-1], cycle[1:])]
+        steps = [first[(a, b)] for a, b in zip(cycle[:-1], cycle[1:], strict=True)]
         chain = "; ".join(f"{s.source} imports {s.target} ({s.where()})" for s in steps)
         extra = f" (the cycle's component: {', '.join(comp)})" if len(comp) > len(steps) else ""
         out.append(Violation("cycle", steps[0].path, steps[0].line, f"import cycle: {chain}{extra}"))
