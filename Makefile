@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-.PHONY: venv test nbtest nbcheck book browser lab bench device-prep device-run-cpu clean
+.PHONY: venv lint test nbtest nbcheck book browser lab bench device-prep device-run-cpu clean
 
 venv: $(VENV)/.installed
 
@@ -17,9 +17,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -e '.[test,book,torch,browser]' -c constraints.txt
 	touch $@
 
+# ruff.toml's rules over the package, tests, bench and the book's extension.
+lint: venv
+	$(VENV)/bin/ruff check .
+
 # Each chapter executes once: the book build executes it (cached in _build/.jupyter_cache),
 # nbcheck checks the executed notebooks as nbval would, the browser test reads the HTML.
 test: venv
+	$(MAKE) lint
 	$(PY) -m pytest -q tests
 	$(MAKE) book
 	$(MAKE) nbcheck

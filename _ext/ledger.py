@@ -17,8 +17,9 @@ Conventions in ``book/*.md``
   name of the place in the paper, without a colon) for one outside the numbered equations.
 
 The module is also a Sphinx extension (``sphinx: local_extensions: {ledger: _ext/}`` in
-``_config.yml``; it lives beside the book, not in the package): it numbers every display labelled ``eq-N`` as ``(N)``, the paper's number, in
-the display and in every ``{eq}`` reference, instead of Sphinx's running count per page.
+``_config.yml``; it lives beside the book, not in the package): it numbers every display
+labelled ``eq-N`` as ``(N)``, the paper's number, in the display and in every ``{eq}`` reference,
+instead of Sphinx's running count per page.
 """
 from __future__ import annotations
 

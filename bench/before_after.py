@@ -6,7 +6,8 @@ in one process, on the CPU (NumPy, one BLAS thread, process CPU time).
 The earlier package is read from git (``git show``, nothing in the work tree changes) into a
 temporary folder and imported under another name. Measured, before and now:
   - one SGD step of the 3-layer network at batch 32, plain and with gauge fixing, as ``train`` runs
-    it (before: ``minnorm`` + ``loss_and_grads`` + ``sgd_step`` each step; now: the training loop's stored stack, ``gaugelit.training._stack.Stack``);
+    it (before: ``minnorm`` + ``loss_and_grads`` + ``sgd_step`` each step; now: the training loop's
+    stored stack, ``gaugelit.training._stack.Stack``);
   - ``minnorm`` to gamma < 1e-6 on the 7-layer network (float64, p = 2), both methods.
 """
 from __future__ import annotations
@@ -47,6 +48,7 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=30)
     args = parser.parse_args(argv)
     import numpy as np
+
     import gaugelit as gl
     import suite
     from gaugelit.training._stack import Stack

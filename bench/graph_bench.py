@@ -35,10 +35,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-import gaugelit as gl                                            # noqa: E402
-from gaugelit.core.graph import GaugeGraph                            # noqa: E402
-from gaugelit.solvers import enorm_style, minnorm_graph    # noqa: E402
-from suite import machine, machine_slug                          # noqa: E402
+import gaugelit as gl  # noqa: E402
+from gaugelit.core.graph import GaugeGraph  # noqa: E402
+from gaugelit.solvers import enorm_style, minnorm_graph  # noqa: E402
+from suite import machine, machine_slug  # noqa: E402
 
 GAMMA = 1e-6
 CHAINS = {
@@ -141,6 +141,7 @@ def gaugefix_rows(size, repeat):
     see the same weights' scale."""
     import torch
     import torch.nn as nn
+
     from gaugelit.torch import GaugeFix
     torch.set_num_threads(1)
     x, y = torch.randn(64, 1, 28, 28, generator=torch.Generator().manual_seed(0)), torch.arange(64) % 10
@@ -190,7 +191,8 @@ def markdown(result):
                      f"| {b['passes']} ({b['passes after first']}) | {b['cpu_s']:.4f} "
                      f"| {r['passes ratio']}x ({r['passes ratio after first']}x) | {r['time ratio']}x | {chain} |")
     if result.get("gaugefix"):
-        lines += ["", "| network | optimizer | step (ms) | step + GaugeFix (ms) | GaugeFix adds | last call: sweeps / passes |",
+        lines += ["", "| network | optimizer | step (ms) | step + GaugeFix (ms) | GaugeFix adds "
+                  "| last call: sweeps / passes |",
                   "|---|---|---|---|---|---|"]
         for r in result["gaugefix"]:
             lines.append(f"| {r['network']} | {r['optimizer']} | {r['step_ms']} | {r['step_with_gaugefix_ms']} "

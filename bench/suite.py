@@ -314,6 +314,7 @@ def torch_step(torch, device, sizes, data):
                             "weight_decay": PAPER_SGD["weight_decay"]},
                            {"params": [linears[-1].bias], "weight_decay": 0.0}], lr=PAPER_SGD["lr"])
     import numpy as np
+
     import gaugelit as gl
     pool = [(torch.as_tensor(np.asarray(gl.to_numpy(X))).to(device),
              torch.as_tensor(np.asarray(gl.to_numpy(y))).to(device)) for X, y in data]
@@ -506,6 +507,7 @@ def main(argv=None):
     set_threads(args.threads)
     sys.path.insert(0, str(Path(__file__).resolve().parent))   # solver_figures, when imported
     import numpy as np
+
     import gaugelit as gl
     if args.backend == "auto":
         xp = gl.default_backend()

@@ -14,16 +14,53 @@ The package is layered; each layer imports only those below it:
 This face re-exports the public names of the first four.
 """
 from ._version import __version__
-from .core import (ARCHITECTURES, DenseNet, GaugeGraph, LayeredNet, array_module, asarray, balance_gaps,
-                   cupy_available, data_dir, dead_units, default_backend, he_init, imbalance, pnorm,
-                   rescale, results_dir, scale, sublevel_log_bounds, to_numpy, unit_norms)
+from .core import (
+    ARCHITECTURES,
+    DenseNet,
+    GaugeGraph,
+    LayeredNet,
+    array_module,
+    asarray,
+    balance_gaps,
+    cupy_available,
+    data_dir,
+    dead_units,
+    default_backend,
+    he_init,
+    imbalance,
+    pnorm,
+    rescale,
+    results_dir,
+    scale,
+    sublevel_log_bounds,
+    to_numpy,
+    unit_norms,
+)
 from .experiments import load_dataset
 from .experiments.stats import paired_comparison
 from .solvers import METHODS, ConvergenceWarning, GraphMinNormResult, MinNormResult, minnorm
-from .training import (EGD_BIASES, FlowResult, GaugeCoordinates, TrainingDiverged, balance_rate,
-                       egd_bias_scale, egd_step, evaluate, flow_velocity, gauge_coordinates, generator_gram,
-                       integrate_flow, loss_and_grads, regularizer, rescaling_generators, sgd_step,
-                       soft_gauge_flow, soft_gauge_penalty, train, train_many)
+from .training import (
+    EGD_BIASES,
+    FlowResult,
+    GaugeCoordinates,
+    TrainingDiverged,
+    balance_rate,
+    egd_bias_scale,
+    egd_step,
+    evaluate,
+    flow_velocity,
+    gauge_coordinates,
+    generator_gram,
+    integrate_flow,
+    loss_and_grads,
+    regularizer,
+    rescaling_generators,
+    sgd_step,
+    soft_gauge_flow,
+    soft_gauge_penalty,
+    train,
+    train_many,
+)
 
 __all__ = [
     "__version__",

@@ -15,14 +15,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .core.environment import results_dir, scale as env_scale
+from .core.environment import results_dir
+from .core.environment import scale as env_scale
 
 _GAUGE = {"on": True, "off": False}
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .experiments.data import DATASETS
     from .core.network import ARCHITECTURES
+    from .experiments.data import DATASETS
     from .training import OPTIMIZERS
 
     parser = argparse.ArgumentParser(prog="gaugelit", description=__doc__.split("\n")[0])

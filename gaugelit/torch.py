@@ -5,8 +5,8 @@ group per set of channels that a linear or convolutional layer writes, with
 
 - **free** channels: every consumer is positively homogeneous of degree one in them (linear and
   convolutional layers, ReLU, leaky ReLU, max/average pooling, flatten (also as
-  ``x.view(x.size(0), -1)``), dropout, identity, concatenation, multiplication by a constant), so ``a`` out of one layer and ``1/a`` into the next
-  leave the function unchanged;
+  ``x.view(x.size(0), -1)``), dropout, identity, concatenation, multiplication by a constant), so
+  ``a`` out of one layer and ``1/a`` into the next leave the function unchanged;
 - **tied** channels: an addition (a residual stream) joins its operands into one group (one factor);
 - **fixed** channels (``a = 1``, reported with the reason): the inputs, whatever reaches an output,
   and whatever feeds an op that is not positively homogeneous (sigmoid, tanh, softmax, GELU, batch
@@ -140,7 +140,7 @@ class _Tracer:
     def tie(self, a: _Val, b: _Val, where):
         if len(a.segs) != len(b.segs):
             raise UnsupportedOp(f"{where}: adds tensors whose channels come from different concatenations")
-        for (ga, na), (gb, nb) in zip(a.segs, b.segs):
+        for (ga, _), (gb, _) in zip(a.segs, b.segs):
             ra, rb = self.root(ga), self.root(gb)
             if ra == rb:
                 continue

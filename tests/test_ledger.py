@@ -1,11 +1,10 @@
 """The equation ledger: the book displays and checks every equation from (10) to (37), and the parser
 reads the conventions of book/*.md correctly."""
+import sys
 import textwrap
+from pathlib import Path
 
 import pytest
-
-import sys
-from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "_ext"))
 import ledger  # noqa: E402 -- the book's tool, beside the book

@@ -275,7 +275,7 @@ def test_non_finite_inputs_are_refused_naming_the_argument(bad):
         "flow_velocity": lambda: gl.flow_velocity(net, X, y, 2.0),
         "train": lambda: gl.train(net, np.ones((6, 4)), y, X_test=X, y_test=y, epochs=1, progress=False),
     }
-    for name, call in calls.items():
+    for call in calls.values():
         with pytest.raises(ValueError, match=r"X(_test)? has 1 non-finite"):
             call()
 

@@ -5,9 +5,9 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-import gaugelit as gl                                      # noqa: E402
+import gaugelit as gl  # noqa: E402
 from gaugelit.torch import GaugeError, GaugeFix, UnsupportedOp, gauge_graph, minnorm_  # noqa: E402
-from torch_models import CNN, Res, mlp                    # noqa: E402
+from torch_models import CNN, Res, mlp  # noqa: E402
 
 
 def _weights(model):
@@ -362,7 +362,7 @@ def test_mixed_dtypes_and_devices_are_refused():
 def test_cuda_without_cupy_is_a_clear_error():
     import gaugelit.torch as gt
     try:
-        import cupy                                              # noqa: F401
+        import cupy  # noqa: F401
         pytest.skip("CuPy imports here")
     except ImportError:
         pass

@@ -24,11 +24,11 @@ except (ImportError, OSError) as e:   # not installed, or a build whose librarie
     pytest.skip(f"needs torch with CUDA and CuPy: torch does not import ({e})", allow_module_level=True)
 nn = torch.nn
 
-import gaugelit.torch as gt                                # noqa: E402
-from gaugelit.core.backend import to_numpy                      # noqa: E402
-from gaugelit.solvers import ConvergenceWarning            # noqa: E402
-from gaugelit.torch import GaugeError, GaugeFix, gauge_graph, minnorm_   # noqa: E402
-from torch_models import CNN, Res, mlp                      # noqa: E402  (tests/test_torch.py's models)
+import gaugelit.torch as gt  # noqa: E402
+from gaugelit.core.backend import to_numpy  # noqa: E402
+from gaugelit.solvers import ConvergenceWarning  # noqa: E402
+from gaugelit.torch import GaugeError, GaugeFix, gauge_graph, minnorm_  # noqa: E402
+from torch_models import CNN, Res, mlp  # noqa: E402  (tests/test_torch.py's models)
 
 DEVICE = os.environ.get("GAUGELIT_TORCH_TEST_DEVICE", "cuda")
 

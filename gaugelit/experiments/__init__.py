@@ -16,8 +16,19 @@ re-exports the names a sweep needs.
 from . import ablation, claims, data, grid, pool, provenance, runfiles, stats, summaries, sweep, toy
 from .data import DATASETS, load_dataset
 from .grid import SETTINGS, Run, Settings, cells, run_settings, settings_for, shard_of, shard_runs
-from .runfiles import (FORMAT, METRICS, ResultsNotWritable, available_cores, check_writable, code_fingerprint,
-                       device_name, grid_records, is_finished, load_results, write_json_atomic)
+from .runfiles import (
+    FORMAT,
+    METRICS,
+    ResultsNotWritable,
+    available_cores,
+    check_writable,
+    code_fingerprint,
+    device_name,
+    grid_records,
+    is_finished,
+    load_results,
+    write_json_atomic,
+)
 from .summaries import balancing_share, curves, final_table, paired_differences, plot_learning_curves
 from .sweep import reproduce, run_cell, run_one
 

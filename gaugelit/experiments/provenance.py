@@ -76,10 +76,11 @@ CHANGES = (
     Change("607fedf908d438c3", "752f9f7892323005",
            "_fold also resets the stored scale and the zero-u flag its two callers reset (same arithmetic)",
            _never),
-    Change("752f9f7892323005", "d9288a8a642ecae2",
+    Change("752f9f7892323005", "b19871ef4527419e",
            "layout only: the modules moved into the layers core, solvers, training and experiments, each "
            "idea written once (one Algorithm-1 update, one Newton solve, one training step for one model "
-           "or many); every public number the same (tests/golden, 1e-12), the fingerprint now covers "
+           "or many); every public number the same (tests/golden: float64 to 1e-12, float32 to its "
+           "rounding), the fingerprint now covers "
            "the layers' modules by path", _never),
 )
 

@@ -29,8 +29,15 @@ from ..training import TrainingDiverged, train, train_many
 from .data import fetch_dataset, load_dataset
 from .grid import Run, Settings, cells, run_settings, shard_runs
 from .pool import collect, run_in_processes
-from .runfiles import (available_cores, check_serialisable, check_writable, clean_temporary_files,
-                       is_finished, run_record, write_json_atomic)
+from .runfiles import (
+    available_cores,
+    check_serialisable,
+    check_writable,
+    clean_temporary_files,
+    is_finished,
+    run_record,
+    write_json_atomic,
+)
 
 __all__ = ["run_one", "run_cell", "reproduce"]
 

@@ -68,7 +68,9 @@ def toy_regression(n_train: int = 64, noise: float = 0.1, n_val: int = 241, *, s
     x = np.sort(rng.uniform(-2.0, 2.0, int(n_train)))
     y = target(x) + noise * rng.standard_normal(x.shape)
     grid = np.linspace(-3.0, 3.0, int(n_val))
-    col = lambda a: asarray(a[:, None], xp, dtype)
+    def col(a):
+        return asarray(a[:, None], xp, dtype)
+
     return ToyData(col(x), col(y), col(grid), col(target(grid)), float(noise), int(seed))
 
 

@@ -16,8 +16,15 @@ import numpy as np
 from ..core.gauge import _abs_pow, _dead_units, _quiet, _rescale_trusted
 from ..core.graph import DenseNet, GaugeGraph
 from ..core.network import LayeredNet, check_p
-from ._chain import (ChainState, chain_healthy, factors_in_dtype, fast_rescale_safe, lost_entries_matter,
-                     rescale_in_logs, unhealthy_layer)
+from ._chain import (
+    ChainState,
+    chain_healthy,
+    factors_in_dtype,
+    fast_rescale_safe,
+    lost_entries_matter,
+    rescale_in_logs,
+    unhealthy_layer,
+)
 from ._graph import GraphState, prebalanced
 from ._loop import GraphMinNormResult, MinNormResult, _iterate, _solver_args, _warn_unconverged
 from ._steps import block_step, enorm_sweep, multiplicative_step

@@ -3,10 +3,25 @@
 the gradient flows and soft gauge fixing."""
 from .flows import FlowResult, balance_rate, flow_velocity, integrate_flow, relu_pattern
 from .loop import train, train_many
-from .soft_gauge import (GaugeCoordinates, gauge_coordinates, generator_gram, rescaling_generators,
-                         soft_gauge_flow, soft_gauge_penalty)
-from .steps import (EGD_BIASES, OPTIMIZERS, TrainingDiverged, egd_bias_scale, egd_step, evaluate, loss_and_grads,
-                    regularizer, sgd_step)
+from .soft_gauge import (
+    GaugeCoordinates,
+    gauge_coordinates,
+    generator_gram,
+    rescaling_generators,
+    soft_gauge_flow,
+    soft_gauge_penalty,
+)
+from .steps import (
+    EGD_BIASES,
+    OPTIMIZERS,
+    TrainingDiverged,
+    egd_bias_scale,
+    egd_step,
+    evaluate,
+    loss_and_grads,
+    regularizer,
+    sgd_step,
+)
 
 __all__ = ["train", "train_many", "TrainingDiverged", "loss_and_grads", "regularizer", "sgd_step", "egd_step",
            "evaluate", "OPTIMIZERS", "EGD_BIASES", "egd_bias_scale",

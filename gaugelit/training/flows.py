@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.backend import to_numpy
-from ..core.gauge import balance_gaps, imbalance, pnorm
 from ..core.checks import integer, real, switch
+from ..core.gauge import balance_gaps, imbalance, pnorm
 from ..core.network import LayeredNet, check_p
 from .steps import loss_and_grads
 

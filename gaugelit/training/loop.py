@@ -13,8 +13,16 @@ from ..core.checks import integer, real, switch
 from ..core.network import LayeredNet
 from ..solvers import ConvergenceWarning, minnorm
 from ._stack import Stack
-from .steps import (EGD_BIASES, TrainingDiverged, _check_settings, _check_targets, _on_device_of, _trained_biases,
-                    egd_bias_scale, evaluate)
+from .steps import (
+    EGD_BIASES,
+    TrainingDiverged,
+    _check_settings,
+    _check_targets,
+    _on_device_of,
+    _trained_biases,
+    egd_bias_scale,
+    evaluate,
+)
 
 __all__ = ["train", "train_many"]
 
@@ -136,7 +144,7 @@ def _train(nets, X, y, *, gauge, seeds, where, optimizer, p, lr, weight_decay, e
         X_test, y_test = _on_device_of(first, X_test), _on_device_of(first, y_test)
         _check_targets(first, X_test, y_test, loss, where, "X_test", "y_test")
     if soft_gauge:
-        from .soft_gauge import _soft_gauge_penalty   # unchecked: no host sync per step
+        from .soft_gauge import _soft_gauge_penalty  # unchecked: no host sync per step
         # The penalty's gradient is a pure rescaling only as a plain gradient step on every
         # parameter it touches: EGD's multiplicative step, or frozen non-zero hidden biases (the
         # bias part of each generator dropped), would change the function at first order.

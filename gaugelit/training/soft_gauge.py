@@ -36,8 +36,8 @@ import numpy as np
 
 from ..core.backend import array_module
 from ..core.gauge import balance_gaps, rescale
-from ..core.network import LayeredNet
 from ..core.graph import GaugeGraph
+from ..core.network import LayeredNet
 from ..solvers import ConvergenceWarning, minnorm_graph
 
 __all__ = ["soft_gauge_penalty", "rescaling_generators", "generator_combination", "generator_inner",

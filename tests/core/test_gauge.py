@@ -1,7 +1,8 @@
 """Rescalings leave the function unchanged; norms, imbalance and gaps match their definitions."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import gaugelit as gl
 from conftest import random_net

@@ -56,7 +56,7 @@ def test_study_runs_resumes_and_summarises(tmp_path, synthetic):
     assert ab.run_study(study, tmp_path, log=None) == []                  # resumes: nothing left
     summary = ab.summarise(study, tmp_path)
     assert set(summary["variants"]) == set(study.variants) and summary["margin"] == claims.MARGIN
-    for name, row in summary["variants"].items():
+    for row in summary["variants"].values():
         d = row["train_error"]["differences"]
         assert row["seeds"] == [0, 1] and len(d) == 2
         np.testing.assert_allclose(d, np.subtract(row["train_error"]["with"], row["train_error"]["without"]))

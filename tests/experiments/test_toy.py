@@ -3,8 +3,19 @@ import numpy as np
 import pytest
 
 import gaugelit as gl
-from gaugelit.experiments.toy import (TARGET, fit, invariance_errors, loss_hessian, lr_stress_test, scale_drift,
-                                      strength_sweep, target, toy_net, toy_regression, validation_mse)
+from gaugelit.experiments.toy import (
+    TARGET,
+    fit,
+    invariance_errors,
+    loss_hessian,
+    lr_stress_test,
+    scale_drift,
+    strength_sweep,
+    target,
+    toy_net,
+    toy_regression,
+    validation_mse,
+)
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,12 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import gaugelit as gl
-from gaugelit.solvers import layer_shift
 from conftest import random_net
+from gaugelit.solvers import layer_shift
 
 
 def algorithm1_as_printed(net, p, delta, max_iter=100_000):

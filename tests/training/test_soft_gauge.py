@@ -1,13 +1,22 @@
 """The soft gauge penalty: value and gradient, and its geometry against the rescaling generators."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import gaugelit as gl
-from gaugelit.training.soft_gauge import (from_parameter_vector, gauge_coordinates, generator_combination,
-                                 generator_gram, generator_inner, parameter_vector, rescaling_generators,
-                                 soft_gauge_flow, soft_gauge_penalty)
 from conftest import random_net
+from gaugelit.training.soft_gauge import (
+    from_parameter_vector,
+    gauge_coordinates,
+    generator_combination,
+    generator_gram,
+    generator_inner,
+    parameter_vector,
+    rescaling_generators,
+    soft_gauge_flow,
+    soft_gauge_penalty,
+)
 
 SHAPES = [[1, 6, 1], [3, 4, 2], [2, 3, 4, 2], [3, 4, 5, 2, 2]]
 architectures = st.lists(st.integers(1, 5), min_size=3, max_size=5)
@@ -133,7 +142,9 @@ def test_gaps_relax_as_minus_two_mu_gram_times_gaps():
     mu, h = 0.5, 1e-6
     _, gw, gb = soft_gauge_penalty(net, mu)
     theta, v = parameter_vector(net), -flat(net, gw, gb)
-    gaps = lambda th: np.concatenate(gl.balance_gaps(gl.LayeredNet(*from_parameter_vector(net, th)), 2.0))
+    def gaps(th):
+        return np.concatenate(gl.balance_gaps(gl.LayeredNet(*from_parameter_vector(net, th)), 2.0))
+
     rate = (gaps(theta + h * v) - gaps(theta - h * v)) / (2 * h)
     np.testing.assert_allclose(rate, -2 * mu * generator_gram(net) @ gaps(theta), rtol=1e-6)
 
@@ -182,7 +193,9 @@ def test_gauge_coordinates_reconstruct_the_network_from_its_balanced_point(sizes
     X = np.random.default_rng(9).standard_normal((10, sizes[0]))
     np.testing.assert_allclose(gc.balanced.forward(X), net.forward(X), rtol=1e-10, atol=1e-12)
     # the balanced point minimises the squared norm of weights and hidden biases over the orbit
-    norm = lambda n: gl.pnorm(n, 2.0) + sum(float((b ** 2).sum()) for b in n.biases[:-1])
+    def norm(n):
+        return gl.pnorm(n, 2.0) + sum(float((b ** 2).sum()) for b in n.biases[:-1])
+
     assert norm(gc.balanced) <= norm(net) + 1e-12
 
 
