@@ -44,10 +44,12 @@ def _dot(a, b):
     return (a[..., None, :] @ b[..., :, None])[..., 0, 0]
 
 
-def _host64(values):
-    """Device arrays ``(K,)`` as one float64 host array ``(len(values), K)`` (one sync)."""
-    stacked = array_module(*values).stack(values)
-    return np.asarray(stacked.get() if hasattr(stacked, "get") else stacked, dtype=np.float64)
+def _host64(xp, values):
+    """Arrays ``(K,)`` of module ``xp`` as one float64 host array ``(len(values), K)``: one sync
+    on a device; on the host one conversion (no stack, no dispatch on the arrays' kind)."""
+    if xp is np:
+        return np.array(values, dtype=np.float64)
+    return np.asarray(xp.stack(values).get(), dtype=np.float64)
 
 
 class ChainState:
@@ -163,7 +165,7 @@ class ChainState:
             row = self.u[l + 1]
             rl = self.fwd[l] if self.fwd_dead[l] is None else self.fwd[l] + self.fwd_dead[l]
             out.append(rl.sum(axis=-1) if row is None else _dot(self.xp.exp(self.p * row), rl))
-        return _host64(out)
+        return _host64(self.xp, out)
 
     def objective(self) -> np.ndarray:
         """F times p, per model (float64, on the host)."""
@@ -183,7 +185,7 @@ class ChainState:
                 fan_out = xp.where(self.live[k], fan_out, 1)
             ratio = xp.abs(fan_in - fan_out) / (fan_in + fan_out)
             g.append(ratio.max(axis=-1))
-        return _host64(g).max(axis=0)                       # one host sync, not one per layer
+        return _host64(xp, g).max(axis=0)                       # one host sync, not one per layer
 
     # -- moves ------------------------------------------------------------------------------------
     def set_u(self, k, new):
@@ -219,26 +221,28 @@ class ChainState:
         """Apply the exact per-layer shift (:func:`layer_shift`) of every model; the products are
         updated analytically (no pass over M)."""
         xp, p, L, K = self.xp, self.p, self.L, self.K
-        A, B, C = [], [], []
-        zero = xp.zeros(K, dtype=np.float64)
+        A, BC, BC_at = [], [], []      # B and C only where dead units make them nonzero
         for l in range(L):
             row = self.u[l + 1]
             e = None if row is None else xp.exp(p * row)
-            b = c = zero
             if e is not None and self.any_dead[l + 1]:
                 live = self.live[l + 1]
-                a = xp.where(live, e * self.fwd[l], 0).sum(axis=-1)
-                c = xp.where(live, 0, self.fwd[l]).sum(axis=-1)
+                A.append(xp.where(live, e * self.fwd[l], 0).sum(axis=-1))
+                BC.append(xp.where(live, 0, self.fwd[l]).sum(axis=-1))
+                BC_at.append((1, l))
                 if self.fwd_dead[l] is not None:
-                    b = xp.where(live, e * self.fwd_dead[l], 0).sum(axis=-1)
+                    BC.append(xp.where(live, e * self.fwd_dead[l], 0).sum(axis=-1))
+                    BC_at.append((0, l))
             else:
-                a = self.fwd[l].sum(axis=-1) if e is None else _dot(e, self.fwd[l])
+                A.append(self.fwd[l].sum(axis=-1) if e is None else _dot(e, self.fwd[l]))
                 if self.fwd_dead[l] is not None:
-                    b = self.fwd_dead[l].sum(axis=-1) if e is None else _dot(e, self.fwd_dead[l])
-            A.append(a)
-            B.append(b)
-            C.append(c)
-        A, B, C = _host64(A), _host64(B), _host64(C)          # (L, K): one sync each
+                    BC.append(self.fwd_dead[l].sum(axis=-1) if e is None else _dot(e, self.fwd_dead[l]))
+                    BC_at.append((0, l))
+        A = _host64(xp, A)                                    # (L, K): one sync
+        B, C = np.zeros((L, K)), np.zeros((L, K))
+        if BC:
+            for (which, l), values in zip(BC_at, _host64(xp, BC)):
+                (C if which else B)[l] = values
         shifts = np.zeros((L + 1, K))
         for j in range(K):
             if np.all(A[:, j] > 0):  # else a layer without live-to-live weights: no well-posed shift
@@ -246,9 +250,12 @@ class ChainState:
         dt = self.fwd[0].dtype
         for k in range(1, L):
             self.set_u(k, self.u[k] + xp.asarray(shifts[k], dtype=dt)[:, None])
-        for l in range(L):   # math.exp, then the dtype: the same factor a single network's floats give
-            self.fwd[l] = self.fwd[l] * xp.asarray([math.exp(-p * c) for c in shifts[l]], dtype=dt)[:, None]
-            self.bwd[l] = self.bwd[l] * xp.asarray([math.exp(p * c) for c in shifts[l + 1]], dtype=dt)[:, None]
+        # math.exp, then the dtype: the same factor a single network's floats give; one transfer
+        down = xp.asarray([[math.exp(-p * c) for c in row] for row in shifts], dtype=dt)[..., None]
+        up = xp.asarray([[math.exp(p * c) for c in row] for row in shifts], dtype=dt)[..., None]
+        for l in range(L):
+            self.fwd[l] = self.fwd[l] * down[l]
+            self.bwd[l] = self.bwd[l] * up[l + 1]
 
 
 def layer_shift(A, B=None, C=None, tol=1e-13, max_iter=100):
