@@ -2,6 +2,7 @@
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import gaugelit as gl
@@ -24,3 +25,41 @@ def test_readme_example_comment_matches_what_it_prints():
     net = gl.he_init(gl.ARCHITECTURES["7-layer"], seed=0, dtype="float64")
     res = gl.minnorm(net, p=2.0)
     assert (res.iterations, round(res.objective[0]), round(res.objective[-1])) == tuple(map(int, m.groups()))
+
+
+def test_readme_sweeps_against_updates_are_what_minnorm_gives():
+    # "in S sweeps (P passes over the weights) instead of A–B updates (C–D passes)"
+    text = " ".join(README.read_text().split())
+    m = re.search(r"in (\d+) sweeps \((\d+) passes over the weights\) instead of (\d+)–(\d+) updates "
+                  r"\((\d+)–(\d+) passes\)", text)
+    assert m, "the README's sentence on sweeps against updates is gone"
+    sweeps, passes, lo, hi, plo, phi = map(int, m.groups())
+    block, mult = [], []
+    for arch in ("3-layer", "5-layer", "7-layer"):
+        net = gl.he_init(gl.ARCHITECTURES[arch], seed=0, dtype="float64")
+        for p in (1.0, 2.0):
+            block.append(gl.minnorm(net, p, method="block", gamma_tol=1e-6))
+            mult.append(gl.minnorm(net, p, method="multiplicative", gamma_tol=1e-6))
+    assert {r.iterations for r in block} == {sweeps} and {round(r.passes) for r in block} == {passes}
+    assert (min(r.iterations for r in mult), max(r.iterations for r in mult)) == (lo, hi)
+    assert (round(min(r.passes for r in mult)), round(max(r.passes for r in mult))) == (plo, phi)
+
+
+def test_readme_paper_scale_counts_and_claim_3_follow_from_the_committed_run_files():
+    from gaugelit import experiments as ex
+    from gaugelit.experiments import claims as cl
+
+    text = " ".join(README.read_text().split())
+    root = README.parent / "results"
+    present = cl.present_grid(ex.settings_for("paper"), root)
+    m = re.search(r"(\d+) of the grid's (\d+) run files", text)
+    assert m and (int(m.group(1)), int(m.group(2))) == (len(list((root / "paper").glob("*.json"))), present.total)
+    m = re.search(r"Claim 3 \(.*?\) is (\w+) where all five seeds exist: on MNIST's 3-layer network, gauge "
+                  r"fixing multiplies EGD's training error after 30 epochs by ([\d.]+) and SGD's by ([\d.]+).*?"
+                  r"Holm-adjusted p = ([\de.-]+);", text)
+    assert m, "the README's sentence on claim 3 is gone"
+    (e,) = [e for e in cl.check_claims(present.records, {"3": cl.CLAIMS["3"]}) if e.key == ("mnist", "3-layer", "egd")]
+    assert e.n == 5 and m.group(1) == e.verdict
+    assert float(m.group(2)) == round(np.exp(e.beside["EGD log ratio"]), 2)
+    assert float(m.group(3)) == round(np.exp(e.beside["SGD log ratio"]), 2)
+    assert m.group(4) == f"{e.p_adjusted[e.verdict]:.0e}"

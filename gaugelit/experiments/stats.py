@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-__all__ = ["t_cdf", "t_quantile", "t_interval", "sign_test", "read_interval", "PairedComparison",
-           "paired_comparison"]
+__all__ = ["t_cdf", "t_quantile", "t_interval", "sign_test", "read_interval", "one_sided_t", "holm",
+           "PairedComparison", "paired_comparison"]
 
 
 def _degrees_of_freedom(df, name: str) -> int:
@@ -61,6 +61,36 @@ def sign_test(differences) -> float:
     if pos + neg == 0:
         return 1.0
     return float(stats.binomtest(pos, pos + neg).pvalue)
+
+
+def one_sided_t(d, bound: float, side: str) -> float:
+    """p-value of the one-sided t test on the mean ``theta`` of ``d`` (at least two values) whose
+    alternative is ``theta < bound`` (``side="below"``) or ``theta > bound`` (``"above"``); the null
+    is the complement. With no spread, 0 or 1 by where the mean lies (the test is then exact)."""
+    d = np.asarray(d, dtype=float)
+    if d.size < 2 or not np.isfinite(d).all():
+        raise ValueError(f"one_sided_t: needs at least two finite values, got {d}")
+    if side not in ("below", "above"):
+        raise ValueError(f"one_sided_t: side must be 'below' or 'above', got {side!r}")
+    gap = d.mean() - bound if side == "below" else bound - d.mean()     # < 0 supports the alternative
+    se = d.std(ddof=1) / math.sqrt(d.size)
+    if se == 0:
+        return 0.0 if gap < 0 else 1.0
+    return float(stats.t.cdf(gap / se, d.size - 1))
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (in their order): the k-th smallest is
+    multiplied by ``m - k + 1``, made monotone, and capped at 1. Rejecting where the adjusted value
+    is below alpha controls the family-wise error rate at alpha."""
+    p = np.asarray(pvalues, dtype=float)
+    if p.ndim != 1 or not np.all((p >= 0) & (p <= 1)):
+        raise ValueError(f"holm: p-values must be a 1-d array in [0, 1], got {p}")
+    order = np.argsort(p, kind="stable")
+    scaled = np.minimum(1.0, np.maximum.accumulate(p[order] * (p.size - np.arange(p.size))))
+    out = np.empty_like(p)
+    out[order] = scaled
+    return out
 
 
 def read_interval(low: float, high: float, n: int, *, min_n: int, margin: float | None = None) -> str:
