@@ -41,6 +41,7 @@ from .experiments.stats import paired_comparison
 from .solvers import METHODS, ConvergenceWarning, GraphMinNormResult, MinNormResult, minnorm
 from .training import (
     EGD_BIASES,
+    GAUGE_MODES,
     FlowResult,
     GaugeCoordinates,
     TrainingDiverged,
@@ -53,6 +54,7 @@ from .training import (
     generator_gram,
     integrate_flow,
     loss_and_grads,
+    matched_lr_scale,
     regularizer,
     rescaling_generators,
     sgd_step,
@@ -67,7 +69,8 @@ __all__ = [
     "ARCHITECTURES", "LayeredNet", "he_init",
     "rescale", "pnorm", "unit_norms", "dead_units", "imbalance", "balance_gaps", "sublevel_log_bounds",
     "minnorm", "MinNormResult", "GraphMinNormResult", "METHODS", "ConvergenceWarning", "GaugeGraph", "DenseNet",
-    "train", "train_many", "TrainingDiverged", "loss_and_grads", "regularizer", "sgd_step", "egd_step", "evaluate",
+    "train", "train_many", "GAUGE_MODES", "matched_lr_scale",
+    "TrainingDiverged", "loss_and_grads", "regularizer", "sgd_step", "egd_step", "evaluate",
     "EGD_BIASES", "egd_bias_scale",
     "flow_velocity", "balance_rate", "integrate_flow", "FlowResult",
     "soft_gauge_penalty", "soft_gauge_flow", "gauge_coordinates", "GaugeCoordinates",

@@ -2,7 +2,7 @@
 ``train`` and ``train_many`` (one loop, one step for one model or many) with optional gauge fixing,
 the gradient flows and soft gauge fixing."""
 from .flows import FlowResult, balance_rate, flow_velocity, integrate_flow, relu_pattern
-from .loop import train, train_many
+from .loop import GAUGE_MODES, gauge_mode, matched_lr_scale, train, train_many
 from .soft_gauge import (
     GaugeCoordinates,
     gauge_coordinates,
@@ -23,7 +23,8 @@ from .steps import (
     sgd_step,
 )
 
-__all__ = ["train", "train_many", "TrainingDiverged", "loss_and_grads", "regularizer", "sgd_step", "egd_step",
+__all__ = ["train", "train_many", "GAUGE_MODES", "gauge_mode", "matched_lr_scale",
+           "TrainingDiverged", "loss_and_grads", "regularizer", "sgd_step", "egd_step",
            "evaluate", "OPTIMIZERS", "EGD_BIASES", "egd_bias_scale",
            "flow_velocity", "balance_rate", "integrate_flow", "FlowResult", "relu_pattern",
            "soft_gauge_penalty", "soft_gauge_flow", "gauge_coordinates", "GaugeCoordinates",

@@ -57,7 +57,9 @@ class Stack:
     ``nets``: the initial networks (copied); ``g``: the first ``g`` of them are gauge-fixed;
     ``beta``: EG+- of the biases, layer -> ``(K, 1)`` float64 array of ``beta``
     (:func:`gaugelit.training.egd_bias_scale`). It is kept in stored coordinates, like ``c``: a gauge
-    move rescales ``b+`` and ``b-`` with their unit, so the fold rescales ``beta`` as it does ``c``."""
+    move rescales ``b+`` and ``b-`` with their unit, so the fold rescales ``beta`` as it does ``c``.
+    ``rates``: ``None``, or two ``(K, L)`` host arrays scaling each model's learning rate per layer,
+    for the weights and for the biases (``train``'s ``lr_scale``)."""
 
     #: fold u and s into the arrays when factors drift this far (keeps S well inside float range)
     U_MAX, S_MIN = 8.0, 1e-2
@@ -67,7 +69,7 @@ class Stack:
     #: the most updates one solve of Algorithm 1 makes before a step
     MAX_ITER = 10_000
 
-    def __init__(self, nets, g: int = 0, beta=None):
+    def __init__(self, nets, g: int = 0, beta=None, rates=None):
         xp = self.xp = nets[0].xp
         L = len(nets[0].weights)
         self.dtype = nets[0].dtype
@@ -77,6 +79,7 @@ class Stack:
         self.s, self.u_zero, self.g = 1.0, True, int(g)
         self.beta = {l: xp.asarray(b, dtype=np.float64) for l, b in (beta or {}).items()}
         self._update_four_beta_sq()
+        self.rates = None if rates is None else [xp.asarray(r, dtype=self.dtype) for r in rates]
         item = np.dtype(self.dtype).itemsize
         self.rows = [S.shape[1] if xp is not np else max(1, min(S.shape[1], self.BLOCK_BYTES // (item * S.shape[2])))
                      for S in self.S]
@@ -106,6 +109,8 @@ class Stack:
         self.u = [u[idx] for u in self.u]
         self.beta = {l: b[idx] for l, b in self.beta.items()}
         self._update_four_beta_sq()
+        if self.rates is not None:
+            self.rates = [r[idx] for r in self.rates]
         self._M, self.products, self.block = None, None, None
 
     # -- folding the factors into the weights ---------------------------------------------------------
@@ -208,6 +213,9 @@ class Stack:
         value, d = _loss_and_output_grad(xp, out, y, loss)      # d_L: output units have u = 0
         e = [None] + ([None] * (L - 1) if self.u_zero else [xp.exp(u)[:, None, :] for u in self.u]) + [None]
         factors = [None] * L             # per layer: the update's small left and right factors
+        if self.rates is not None:       # per model and layer: (K, 1, 1) for the weights, (K, 1) for biases
+            rate_w = [self.rates[0][:, l, None, None] for l in range(L)]
+            rate_b = [self.rates[1][:, l, None] for l in range(L)]
         for l in range(L - 1, -1, -1):
             S, t = self.S[l], acts[l]
             d_below = None
@@ -218,11 +226,13 @@ class Stack:
                 d_below *= t > 0
             if optimizer == "sgd":       # W_new = decay W - lr G  <=>  s *= decay, S += alpha (...)
                 alpha = -lr / (decay * self.s) if decay > 0 else -lr
+                if self.rates is not None:
+                    alpha = alpha * rate_w[l]
                 left = d * (alpha if e[l + 1] is None else alpha / (e[l + 1] * e[l + 1]))
                 right = t if e[l] is None else t * (e[l] * e[l])
             else:                        # EGD: S *= exp(-lr sign(S) G), decay goes into s
-                alpha = -lr
-                left = d * (-lr if e[l + 1] is None else -lr / e[l + 1])
+                alpha = -lr if self.rates is None else -lr * rate_w[l]
+                left = d * (alpha if e[l + 1] is None else alpha / e[l + 1])
                 right = t if e[l] is None else t * e[l]
             factors[l] = (left.transpose(0, 2, 1), right, alpha)
             if l in trained_biases:
@@ -232,12 +242,13 @@ class Stack:
                 if extra_biases is not None:
                     gb += extra_biases[l]
                 c = self.c[l]
+                lr_b = lr if self.rates is None else lr * rate_b[l]
                 if optimizer == "sgd":   # c = e^{-u} b moves by e^{-u} times b's step
-                    c -= lr * (gb if e[l + 1] is None else gb / e[l + 1][:, 0, :])
+                    c -= lr_b * (gb if e[l + 1] is None else gb / e[l + 1][:, 0, :])
                 elif l in self.beta:     # EG+-: c+- = e^{-u} b+- move by b+-'s factors
-                    c[...] = _eg_plus_minus(xp, c, gb, lr, self.four_beta_sq[l])
+                    c[...] = _eg_plus_minus(xp, c, gb, lr_b, self.four_beta_sq[l])
                 else:
-                    c *= xp.exp(-lr * xp.sign(c) * gb)
+                    c *= xp.exp(-lr_b * xp.sign(c) * gb)
             d = d_below
 
         def update(l, j, r0, r1, G):     # rows r0:r1 of S_l of models j (a slice); G: the block buffer

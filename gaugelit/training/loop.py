@@ -15,6 +15,7 @@ from ..solvers import ConvergenceWarning, minnorm
 from ._stack import Stack
 from .steps import (
     EGD_BIASES,
+    OPTIMIZERS,
     TrainingDiverged,
     _check_settings,
     _check_targets,
@@ -24,7 +25,7 @@ from .steps import (
     evaluate,
 )
 
-__all__ = ["train", "train_many"]
+__all__ = ["train", "train_many", "GAUGE_MODES", "gauge_mode", "matched_lr_scale"]
 
 #: How often the host looks at the losses (and the fold rule), in steps: every step on the CPU,
 #: where a host sync is free; every 100 on a GPU.
@@ -33,10 +34,10 @@ CHECK_EVERY_GPU = 100
 
 def train(net: LayeredNet, X, y, *, optimizer: str = "sgd", p: float | None = None,
           lr: float | None = None, weight_decay: float | None = None, epochs: int = 30,
-          batch_size: int = 32, lr_decay: float = 0.95, gauge_fix: bool = False, delta: float = 1e-3,
+          batch_size: int = 32, lr_decay: float = 0.95, gauge_fix: bool | str = False, delta: float = 1e-3,
           seed: int = 0, progress: bool = True, loss: str = "log", train_hidden_biases: bool = False,
           soft_gauge: float = 0.0, X_test=None, y_test=None, min_norm_loss: bool = False,
-          egd_biases: str = "plus-minus"):
+          egd_biases: str = "plus-minus", lr_scale=None):
     """Train ``net`` with SGD (l2) or EGD (l1) as in section 4 of the paper; return ``(net, history)``.
 
     ``p``, ``lr`` and ``weight_decay`` default to the paper's values for the optimizer
@@ -46,6 +47,14 @@ def train(net: LayeredNet, X, y, *, optimizer: str = "sgd", p: float | None = No
     log domain and the weight decay in one scale (:mod:`gaugelit.training._stack`), so neither
     rewrites the weights: a gauge-fixed step costs little more than a plain one. ``soft_gauge`` adds
     the soft gauge-fixing penalty of :func:`gaugelit.soft_gauge_penalty` with that strength to the loss.
+
+    ``gauge_fix`` is one of :data:`GAUGE_MODES`: ``"every"`` (or ``True``) balances before every step
+    as the paper does; ``"init"`` balances once, by the same Algorithm 1 and ``delta``, before the first
+    step and then trains plainly (its updates count in epoch 1's ``gauge_iterations``); ``"never"``
+    (or ``False``) does not balance. ``lr_scale`` (``None``, or a pair ``(weights, biases)`` of ``L``
+    positive numbers each) multiplies the learning rate of each layer's weights and biases; the
+    weight decay keeps the unscaled rate (it multiplies every weight by one number).
+    :func:`matched_lr_scale` gives the scales that match the first balancing's change of rates.
 
     The data may be NumPy arrays for a network on the GPU: they are copied to its device once.
     ``history`` holds per-epoch lists (entry 0 is the untrained network): ``epoch``, ``lr`` (the
@@ -64,12 +73,13 @@ def train(net: LayeredNet, X, y, *, optimizer: str = "sgd", p: float | None = No
     if not isinstance(net, LayeredNet):
         raise TypeError(f"train: expected a LayeredNet, got {type(net).__name__}")
     seed = integer(seed, "seed", low=0)
-    gauge_fix = switch(gauge_fix, "gauge_fix")
+    gauge_fix = gauge_mode(gauge_fix, "gauge_fix")
+    scales = [_lr_scale(lr_scale, net, "lr_scale")]
     (result,) = _train([net], X, y, gauge=[gauge_fix], seeds=[seed], where="train", optimizer=optimizer, p=p,
                        lr=lr, weight_decay=weight_decay, epochs=epochs, batch_size=batch_size,
                        lr_decay=lr_decay, delta=delta, progress=progress, loss=loss,
                        train_hidden_biases=train_hidden_biases, soft_gauge=soft_gauge, X_test=X_test,
-                       y_test=y_test, min_norm_loss=min_norm_loss, egd_biases=egd_biases)
+                       y_test=y_test, min_norm_loss=min_norm_loss, egd_biases=egd_biases, lr_scales=scales)
     if isinstance(result, TrainingDiverged):
         raise result
     return result
@@ -79,12 +89,13 @@ def train_many(nets, X, y, *, gauge_fix=False, seeds=None, optimizer: str = "sgd
                weight_decay=None, epochs: int = 30, batch_size: int = 32, lr_decay: float = 0.95,
                delta: float = 1e-3, progress: bool = True, loss: str = "log",
                train_hidden_biases: bool = False, soft_gauge: float = 0.0, X_test=None, y_test=None,
-               min_norm_loss: bool = False, egd_biases: str = "plus-minus"):
+               min_norm_loss: bool = False, egd_biases: str = "plus-minus", lr_scale=None):
     """Train networks of one architecture together; return one ``(net, history)`` per network, in
     order, each equal to ``train(nets[i], X, y, gauge_fix=gauge_fix[i], seed=seeds[i], ...)`` (on
     the CPU exactly: the stack runs per model the same arithmetic).
 
-    ``gauge_fix`` and ``seeds`` (default 0) are one value for all or one per network; every other
+    ``gauge_fix`` and ``seeds`` (default 0) are one value for all or one per network, ``lr_scale`` None
+    or a list with one entry (None or :func:`train`'s pair) per network; every other
     argument is :func:`train`'s and shared, as in one cell of the paper's grid. The networks must
     share sizes, dtype and backend; they are not modified. ``history["seconds"]`` is the wall time
     of the batched epoch (all models together).
@@ -102,13 +113,67 @@ def train_many(nets, X, y, *, gauge_fix=False, seeds=None, optimizer: str = "sgd
             raise ValueError(f"train_many: nets[{i}] is {net!r}, but nets[0] is {first!r}; "
                              "the models trained together must share sizes, dtype and backend")
     k = len(nets)
-    gauge = _per_model(gauge_fix, k, "gauge_fix", switch)
+    gauge = _per_model(gauge_fix, k, "gauge_fix", gauge_mode)
+    if lr_scale is None:
+        scales = [None] * k
+    elif isinstance(lr_scale, list) and len(lr_scale) == k:     # a list: a tuple is one pair
+        scales = [_lr_scale(v, nets[i], f"lr_scale[{i}]") for i, v in enumerate(lr_scale)]
+    else:
+        raise ValueError(f"train_many: lr_scale must be None or a list of {k} entries, one per network "
+                         "(each None or a pair (weights, biases))")
     seeds = _per_model(0 if seeds is None else seeds, k, "seeds", lambda v, name: integer(v, name, low=0))
     return _train(nets, X, y, gauge=gauge, seeds=seeds, where="train_many", optimizer=optimizer, p=p, lr=lr,
                   weight_decay=weight_decay, epochs=epochs, batch_size=batch_size, lr_decay=lr_decay,
                   delta=delta, progress=progress, loss=loss, train_hidden_biases=train_hidden_biases,
                   soft_gauge=soft_gauge, X_test=X_test, y_test=y_test, min_norm_loss=min_norm_loss,
-                  egd_biases=egd_biases)
+                  egd_biases=egd_biases, lr_scales=scales)
+
+
+#: The gauge-fixing modes of :func:`train`: none, once before the first step, before every step.
+GAUGE_MODES = ("never", "init", "every")
+
+
+def gauge_mode(value, name: str = "gauge_fix") -> str:
+    """One of :data:`GAUGE_MODES`; ``False`` and ``True`` are ``"never"`` and ``"every"``."""
+    if isinstance(value, str):
+        if value not in GAUGE_MODES:
+            raise ValueError(f"{name} must be one of {GAUGE_MODES} (or a bool), got {value!r}")
+        return value
+    return "every" if switch(value, name) else "never"
+
+
+def _lr_scale(value, net, name):
+    """``None``, or the pair ``(weights, biases)`` as two float64 host arrays of ``L`` positive finite numbers."""
+    if value is None:
+        return None
+    L = len(net.weights)
+    try:
+        w, b = value
+        w, b = np.asarray(w, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a pair (weights, biases) of {L} numbers each, got {value!r}") from None
+    for part, a in (("weights", w), ("biases", b)):
+        if a.shape != (L,) or not (np.isfinite(a).all() and (a > 0).all()):
+            raise ValueError(f"{name}: its {part} part must be {L} positive finite numbers (one per layer), got {a}")
+    return w, b
+
+
+def matched_lr_scale(net: LayeredNet, optimizer: str, *, p: float | None = None):
+    """The per-layer rates that the first balancing gives, without balancing: ``(weights, biases)``
+    for :func:`train`'s ``lr_scale``. With ``a`` the factors of ``net``'s minimum-norm gauge and
+    ``ā_k`` their geometric mean over layer ``k``'s units (1 at the inputs and outputs), a step of
+    rate ``lr`` on the balanced weights is, in the original ones, a step of rate
+    ``lr (ā_{l+1}/ā_l)^(-q)`` on layer ``l``'s weights and ``lr ā_{l+1}^(-q)`` on its biases, per
+    layer on average, with ``q = 2`` for SGD (additive) and ``q = 1`` for EGD (multiplicative)."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {tuple(OPTIMIZERS)}")
+    p = OPTIMIZERS[optimizer]["p"] if p is None else p
+    q = 2.0 if optimizer == "sgd" else 1.0
+    factors = minnorm(net, p, method="block", gamma_tol=1e-10).factors
+    log_mean = [0.0] + [float(np.mean(np.log(np.asarray(a, dtype=np.float64)))) for a in factors] + [0.0]
+    weights = np.exp([-q * (log_mean[l + 1] - log_mean[l]) for l in range(len(net.weights))])
+    biases = np.exp([-q * log_mean[l + 1] for l in range(len(net.weights))])
+    return weights, biases
 
 
 def _per_model(value, k, name, check):
@@ -121,11 +186,12 @@ def _per_model(value, k, name, check):
 
 
 def _train(nets, X, y, *, gauge, seeds, where, optimizer, p, lr, weight_decay, epochs, batch_size, lr_decay,
-           delta, progress, loss, train_hidden_biases, soft_gauge, X_test, y_test, min_norm_loss, egd_biases):
+           delta, progress, loss, train_hidden_biases, soft_gauge, X_test, y_test, min_norm_loss, egd_biases,
+           lr_scales):
     """The one loop of :func:`train` and :func:`train_many`: a list of ``(net, history)`` or
     :class:`TrainingDiverged`, one per network."""
     p, lr, weight_decay = _check_settings(optimizer, p, lr, weight_decay, epochs, batch_size, lr_decay,
-                                          egd_biases, gauge, delta)
+                                          egd_biases, delta)
     epochs, batch_size = int(epochs), int(batch_size)
     lr_decay = real(lr_decay, "lr_decay", low=0, low_open=True, high=1)
     progress = switch(progress, "progress")
@@ -160,13 +226,31 @@ def _train(nets, X, y, *, gauge, seeds, where, optimizer, p, lr, weight_decay, e
     else:
         from tqdm import tqdm
 
+    if soft_gauge and any(scale is not None for scale in lr_scales):
+        raise ValueError(f"{where}: soft_gauge and lr_scale cannot be combined (the penalty's step is a "
+                         "rescaling only at one rate for all layers)")
     K = len(nets)
-    order = sorted(range(K), key=lambda i: not gauge[i])     # gauge-fixed models first: a view of the stack
+    init_iterations = np.zeros(K, dtype=np.int64)
+    nets = list(nets)
+    for i in range(K):           # "init": balanced once, by the loop's Algorithm 1 and delta, then plain
+        if gauge[i] == "init":
+            try:
+                balanced = minnorm(nets[i], p, method="multiplicative", delta=delta)
+            except FloatingPointError as err:
+                raise TrainingDiverged(f"{where}: gauge fixing before the first step failed: {err}") from None
+            nets[i], init_iterations[i] = balanced.net, balanced.iterations
+    every = [g == "every" for g in gauge]
+    order = sorted(range(K), key=lambda i: not every[i])     # gauge-fixed models first: a view of the stack
     trained = set(_trained_biases(first, train_hidden_biases))
     beta = {}
     if optimizer == "egd" and egd_biases == "plus-minus":
         beta = {l: np.array([[egd_bias_scale(nets[i], l)] for i in order]) for l in trained}
-    stack = Stack([nets[i] for i in order], g=sum(gauge), beta=beta)
+    rates = None
+    if any(scale is not None for scale in lr_scales):
+        L = len(first.weights)
+        ones = (np.ones(L), np.ones(L))
+        rates = [np.array([(lr_scales[i] or ones)[part] for i in order]) for part in (0, 1)]   # (K, L) each
+    stack = Stack([nets[i] for i in order], g=sum(every), beta=beta, rates=rates)
     alive = list(order)                      # alive[j]: the caller's index of stack model j
     rngs = [np.random.default_rng(seeds[i]) for i in order]
     X = X.astype(first.dtype, copy=False)
@@ -236,6 +320,8 @@ def _train(nets, X, y, *, gauge, seeds, where, optimizer, p, lr, weight_decay, e
         orders = xp.asarray(np.stack([rng.permutation(n) for rng in rngs]))
         losses = xp.empty((steps_per_epoch, stack.k), dtype=first.dtype)
         iterations = np.zeros(stack.k, dtype=np.int64)
+        if epoch == 1:
+            iterations += init_iterations[alive]
         checked = 0                              # steps whose losses the host has looked at
         for s in range(steps_per_epoch):
             if stack.g:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.backend import array_module
-from ..core.checks import integer, plain_array, real, switch
+from ..core.checks import integer, plain_array, real
 from ..core.gauge import _exp_total, _log_pnorm_terms
 from ..core.network import LayeredNet, check_inputs, check_p
 
@@ -201,8 +201,7 @@ def evaluate(net: LayeredNet, X, y, p: float, weight_decay: float, *, loss: str 
     return result
 
 
-def _check_settings(optimizer, p, lr, weight_decay, epochs, batch_size, lr_decay, egd_biases,
-                    gauge_fix, delta):
+def _check_settings(optimizer, p, lr, weight_decay, epochs, batch_size, lr_decay, egd_biases, delta):
     """Validate the settings :func:`~gaugelit.training.train` and ``train_many`` share;
     return ``(p, lr, weight_decay)`` with the optimizer's defaults filled in."""
     if optimizer not in OPTIMIZERS:
@@ -218,8 +217,6 @@ def _check_settings(optimizer, p, lr, weight_decay, epochs, batch_size, lr_decay
     integer(epochs, "epochs", low=0)
     integer(batch_size, "batch_size", low=1)
     real(lr_decay, "lr_decay", low=0, low_open=True, high=1)
-    gauge_fix = switch(gauge_fix, "gauge_fix") if not isinstance(gauge_fix, (list, tuple)) else [
-        switch(g, "gauge_fix") for g in gauge_fix]
     if egd_biases not in EGD_BIASES:
         raise ValueError(f"egd_biases must be one of {EGD_BIASES}, got {egd_biases!r}")
     real(delta, "delta (Algorithm 1's tolerance)", low=0, low_open=True)
