@@ -7,6 +7,7 @@
     python -m gaugelit reproduce --scale paper --shard 3/12  # the third of twelve shares (a job array)
     python -m gaugelit summary --scale ci
     python -m gaugelit ablation --jobs 2                   # the claim-3 study of the learning chapter
+    python -m gaugelit mechanism --jobs 2                  # the mechanism study (never/init/every/matched)
 
 Finished runs are skipped, so rerunning the same command resumes an interrupted sweep.
 """
@@ -62,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     # listed for --help; main() hands its arguments to gaugelit.experiments.ablation.main
     sub.add_parser("ablation", help="the paired claim-3 study of section 4.1's unsaid choices "
                                     "(gaugelit ablation --help)")
+    sub.add_parser("mechanism", help="which part of gauge fixing causes its effect: balancing never, once, "
+                                     "every step, or matched rates (gaugelit mechanism --help)")
     return parser
 
 
@@ -146,6 +149,9 @@ def main(argv=None) -> int:
     if argv[:1] == ["ablation"]:
         from .experiments.ablation import main as ablation_main
         return ablation_main(argv[1:])
+    if argv[:1] == ["mechanism"]:
+        from .experiments.mechanism import main as mechanism_main
+        return mechanism_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         return {"reproduce": reproduce, "summary": summary}[args.command](args)

@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 
+from ..core.backend import to_numpy
 from ..core.checks import integer, real, switch
 from ..core.network import LayeredNet
 from ..solvers import ConvergenceWarning, minnorm
@@ -169,7 +170,9 @@ def matched_lr_scale(net: LayeredNet, optimizer: str, *, p: float | None = None)
         raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {tuple(OPTIMIZERS)}")
     p = OPTIMIZERS[optimizer]["p"] if p is None else p
     q = 2.0 if optimizer == "sgd" else 1.0
-    factors = minnorm(net, p, method="block", gamma_tol=1e-10).factors
+    exact = LayeredNet([np.asarray(to_numpy(W), dtype=np.float64) for W in net.weights],   # float64: the
+                       [np.asarray(to_numpy(b), dtype=np.float64) for b in net.biases])     # gauge to 1e-10
+    factors = minnorm(exact, p, method="block", gamma_tol=1e-10).factors
     log_mean = [0.0] + [float(np.mean(np.log(np.asarray(a, dtype=np.float64)))) for a in factors] + [0.0]
     weights = np.exp([-q * (log_mean[l + 1] - log_mean[l]) for l in range(len(net.weights))])
     biases = np.exp([-q * log_mean[l + 1] for l in range(len(net.weights))])

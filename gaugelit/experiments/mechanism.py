@@ -1,0 +1,272 @@
+"""The mechanism study of section 4 (book/analysis-plan.md, committed before its runs): which part of
+gauge fixing causes its effect on learning.
+
+Balancing changes each weight's effective step size: for gauge factors ``a`` an SGD step of rate
+``lr`` on the balanced weights is, in the original ones, a step of rate ``lr (a_j / a_i)^2`` on
+``W_ij`` (EGD: ``lr (a_j / a_i)``). The study separates the balancing from this change of rates with
+four *arms*, each on the same seeds and mini-batches:
+
+* ``never``: no balancing; ``init``: balanced once before the first step, then trained plainly;
+* ``every``: balanced before every step, as the paper;
+* ``matched``: never balanced, but each layer's learning rate scaled by what the initial network's
+  minimum-norm gauge implies (:func:`gaugelit.training.matched_lr_scale`).
+
+The comparisons are the claims' measures (:mod:`gaugelit.experiments.claims`: the mean log ratio of
+the regularised loss over the epochs, ``D1``, and the last epoch's log ratio of the training error,
+``D2``), one arm against another, paired by seed, judged by the plan's rule with Holm's correction
+over the configurations (network x optimiser) of each comparison. Each run is written to
+``<out>/<run-key>.json`` as it finishes, and a rerun skips finished runs, so a study resumes::
+
+    python -m gaugelit mechanism --jobs 2                 # the plan's study: MNIST, 10k/2k, 10 epochs
+    python -m gaugelit mechanism --size ci --jobs 2       # the book's CI-size study
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..core.environment import results_dir
+from ..core.network import ARCHITECTURES, he_init
+from ..training import OPTIMIZERS, matched_lr_scale, train
+from . import claims
+from .ablation import _data, _finished
+from .pool import run_in_processes
+from .runfiles import code_fingerprint, device_name, write_json_atomic
+
+__all__ = ["ARMS", "COMPARISONS", "MEASURES", "MechanismStudy", "STUDY", "CI_STUDY", "run_config", "run_key",
+           "run_study", "load_records", "compare", "compare_all", "reading", "plot_arms", "main"]
+
+#: The arms: the gauge-fixing mode train runs, and whether the rates are matched.
+ARMS = {"never": ("never", False), "init": ("init", False), "every": ("every", False), "matched": ("never", True)}
+#: The comparisons of the plan, treated minus control.
+COMPARISONS = (("every", "never"), ("init", "never"), ("matched", "never"), ("init", "every"),
+               ("matched", "init"))
+#: The measures: the claims' D1 (whole curve of the regularised loss) and D2 (last training error).
+MEASURES = {
+    "D1": claims.Claim("D1", "regularised loss, mean log ratio over the epochs", "curve", "reg_loss",
+                       ("sgd", "egd"), "lower"),
+    "D2": claims.Claim("D2", "training error, log ratio at the last epoch", "final", "train_error",
+                       ("sgd", "egd"), "lower"),
+}
+_SAVED = ("epoch", "reg_loss", "reg_loss_min_norm", "train_error", "test_error", "gauge_iterations")
+
+
+@dataclass(frozen=True)
+class MechanismStudy:
+    """The runs: ``architectures`` x ``optimizers`` x ``arms`` x ``seeds`` on the first ``n_train``
+    training and ``n_test`` test examples of ``dataset``, with the paper's settings otherwise;
+    ``lr_factor`` and ``weight_decay_factor`` multiply the paper's learning rate and decay (the sweeps)."""
+    dataset: str = "mnist"
+    architectures: tuple = ("3-layer", "5-layer", "7-layer")
+    optimizers: tuple = ("sgd", "egd")
+    arms: tuple = tuple(ARMS)
+    n_train: int = 10000
+    n_test: int = 2000
+    epochs: int = 10
+    seeds: tuple = (0, 1, 2, 3, 4)
+    batch_size: int = 32
+    lr_decay: float = 0.95
+    lr_factor: float = 1.0
+    weight_decay_factor: float = 1.0
+
+    def __post_init__(self):
+        for name, values, known in (("architectures", self.architectures, ARCHITECTURES),
+                                    ("optimizers", self.optimizers, OPTIMIZERS), ("arms", self.arms, ARMS)):
+            bad = [v for v in values if v not in known]
+            if bad or not values:
+                raise ValueError(f"{name}: unknown {bad or 'none given'}; choose from {', '.join(known)}")
+        if not self.seeds or int(self.epochs) != self.epochs or self.epochs < 1:
+            raise ValueError(f"need at least one seed and epochs >= 1, got {self.seeds}, {self.epochs}")
+        if not (self.lr_factor > 0 and self.weight_decay_factor > 0):
+            raise ValueError("lr_factor and weight_decay_factor must be > 0")
+
+
+#: The plan's study (10 epochs on the first 10,000 MNIST examples: 3,130 steps a run).
+STUDY = MechanismStudy()
+#: The book's study at CI size: the CI grid's data and epochs, three seeds.
+CI_STUDY = MechanismStudy(n_train=2000, n_test=1000, epochs=3, seeds=(0, 1, 2))
+
+
+def run_config(study: MechanismStudy, architecture: str, optimizer: str, arm: str, seed: int) -> dict:
+    """Everything that determines one run (JSON types)."""
+    paper = OPTIMIZERS[optimizer]
+    return {"dataset": study.dataset, "architecture": architecture, "optimizer": optimizer, "arm": arm,
+            "n_train": study.n_train, "n_test": study.n_test, "epochs": int(study.epochs),
+            "batch_size": study.batch_size, "lr_decay": study.lr_decay, "seed": int(seed),
+            "lr": paper["lr"] * study.lr_factor, "weight_decay": paper["weight_decay"] * study.weight_decay_factor,
+            "delta": 1e-3, "dtype": "float32", "egd_biases": "plus-minus"}
+
+
+def run_key(config: dict) -> str:
+    """The file name of a run: readable, with a hash of its whole configuration."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{config['architecture']}_{config['optimizer']}_{config['arm']}_seed{config['seed']}_{digest}"
+
+
+def _train_one(config: dict, out: str) -> dict:
+    """Train the run of ``config`` and write its file; one BLAS thread (one process per core)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        started = time.perf_counter()
+        X, y, X_test, y_test = _data(config["dataset"], config["n_train"], config["n_test"], config["dtype"], False)
+        sizes = list(ARCHITECTURES[config["architecture"]])
+        sizes[-1] = int(y.max()) + 1
+        net = he_init(sizes, seed=config["seed"], dtype=config["dtype"], xp=np)
+        mode, matched = ARMS[config["arm"]]
+        scale = matched_lr_scale(net, config["optimizer"]) if matched else None
+        trained, history = train(net, X, y, optimizer=config["optimizer"], lr=config["lr"],
+                                 weight_decay=config["weight_decay"], epochs=config["epochs"],
+                                 batch_size=config["batch_size"], lr_decay=config["lr_decay"], gauge_fix=mode,
+                                 delta=config["delta"], seed=config["seed"], progress=False, X_test=X_test,
+                                 y_test=y_test, min_norm_loss=True, egd_biases=config["egd_biases"],
+                                 lr_scale=scale)
+    record = {"config": config, "code": code_fingerprint(), "device": device_name(np),
+              "wall_seconds": time.perf_counter() - started,
+              "lr_scale": None if scale is None else [list(map(float, part)) for part in scale],
+              "output_bias_mean_abs": float(np.abs(trained.biases[-1]).mean()),
+              "history": {k: [float(v) for v in history[k]] for k in _SAVED}}
+    write_json_atomic(Path(out) / f"{run_key(config)}.json", record)
+    return record
+
+
+def _configs(study: MechanismStudy) -> dict[str, dict]:
+    # seed by seed and network by network, so that a study stopped early is complete for what it has
+    return {run_key(c): c for s in study.seeds for a in study.architectures for o in study.optimizers
+            for arm in study.arms for c in [run_config(study, a, o, arm, s)]}
+
+
+def run_study(study: MechanismStudy = STUDY, out=None, *, jobs: int = 1, log=print) -> list[dict]:
+    """Train every run of ``study`` that has no finished file in ``out`` (default
+    ``results_dir()/mechanism``); return the configs trained."""
+    out = Path(out) if out is not None else results_dir() / "mechanism"
+    configs = _configs(study)
+    todo = [c for key, c in configs.items() if not _finished(out / f"{key}.json", c)]
+    if log:
+        log(f"{len(configs)} runs, {len(configs) - len(todo)} already finished in {out}")
+    trained = []
+
+    def finished(config, record):
+        trained.append(config)
+        if log:
+            log(f"[{len(trained)}/{len(todo)}] {run_key(config)}: {record['wall_seconds']:.0f} s")
+
+    if jobs <= 1 or len(todo) < 2:
+        for config in todo:
+            finished(config, _train_one(config, str(out)))
+    else:
+        run_in_processes(functools.partial(_train_one, out=str(out)), todo, min(jobs, len(todo)), finished,
+                         log=log, label=run_key)
+    return todo
+
+
+def load_records(study: MechanismStudy, out) -> list[dict]:
+    """The finished runs of ``study`` in ``out`` (any subset, even none)."""
+    out = Path(out)
+    found = []
+    for key, config in _configs(study).items():
+        path = out / f"{key}.json"
+        if _finished(path, config):
+            found.append(json.loads(path.read_text()))
+    return found
+
+
+def _as_pair_records(records, treated: str, control: str) -> list[dict]:
+    """The runs of two arms as the claims module reads them: ``gauge_fix`` True for ``treated``."""
+    out = []
+    for r in records:
+        c = r["config"]
+        if c["arm"] in (treated, control):
+            out.append({"settings": {"dataset": c["dataset"], "architecture": c["architecture"],
+                                     "optimizer": c["optimizer"], "seed": c["seed"], "n_train": c["n_train"],
+                                     "gauge_fix": c["arm"] == treated}, "history": r["history"]})
+    return out
+
+
+def compare(records, treated: str, control: str, measure: str) -> list[claims.Effect]:
+    """``measure`` of ``treated`` minus ``control``, per network and optimiser, paired by seed, by the
+    plan's rule (Holm over the configurations of this comparison)."""
+    return claims.check_claims(_as_pair_records(records, treated, control), {measure: MEASURES[measure]})
+
+
+def compare_all(records) -> dict[tuple, list[claims.Effect]]:
+    """Every comparison of :data:`COMPARISONS` in every measure: ``{(treated, control, measure): effects}``."""
+    return {(t, c, m): compare(records, t, c, m) for t, c in COMPARISONS for m in MEASURES}
+
+
+def reading(effects: dict[tuple, list[claims.Effect]], measure: str, architecture: str, optimizer: str) -> str:
+    """The plan's rule for one configuration: ``"init suffices"`` where init - every is negligible;
+    ``"the change of rates"`` where matched - init is negligible and init - never holds; both may
+    apply; otherwise ``"no mechanism claimed"``."""
+    def verdict(t, c):
+        found = [e for e in effects[(t, c, measure)] if e.key[1:] == (architecture, optimizer)]
+        return found[0].verdict if found else "too few seeds"
+    said = []
+    if verdict("init", "every") == "negligible":
+        said.append("init suffices")
+    if verdict("matched", "init") == "negligible" and verdict("init", "never") == "holds":
+        said.append("the change of rates")
+    return "; ".join(said) or "no mechanism claimed"
+
+
+def plot_arms(records, metric: str = "train_error", axes=None):
+    """Per network (columns) and optimiser (rows): ``metric`` against epoch for each arm, mean over
+    seeds with the range shaded."""
+    import matplotlib.pyplot as plt
+
+    archs = list(dict.fromkeys(r["config"]["architecture"] for r in records))
+    opts = list(dict.fromkeys(r["config"]["optimizer"] for r in records))
+    if axes is None:
+        _, axes = plt.subplots(len(opts), len(archs), figsize=(3.6 * len(archs), 2.9 * len(opts)),
+                               squeeze=False, constrained_layout=True)
+    colours = {"never": "0.4", "init": "tab:blue", "every": "tab:red", "matched": "tab:green"}
+    for i, opt in enumerate(opts):
+        for j, arch in enumerate(archs):
+            ax = axes[i][j]
+            for arm, colour in colours.items():
+                runs = [r for r in records if (r["config"]["architecture"], r["config"]["optimizer"],
+                                               r["config"]["arm"]) == (arch, opt, arm)]
+                if not runs:
+                    continue
+                curves = np.array([r["history"][metric][1:] for r in runs])
+                epochs = np.array(runs[0]["history"]["epoch"][1:])
+                ax.plot(epochs, curves.mean(axis=0), color=colour, label=f"{arm} ({len(runs)})")
+                ax.fill_between(epochs, curves.min(axis=0), curves.max(axis=0), color=colour, alpha=0.15)
+            ax.set_yscale("log")
+            ax.set_title(f"{opt.upper()}, {arch}", fontsize="medium")
+            ax.set_xlabel("epoch")
+            if j == 0:
+                ax.set_ylabel(metric.replace("_", " "))
+            ax.legend(fontsize="x-small")
+    return axes
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="gaugelit mechanism", description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=("plan", "ci"), default="plan",
+                        help="plan: MNIST 10k/2k, 10 epochs, 5 seeds (default); ci: the book's CI-size study")
+    parser.add_argument("--architectures", nargs="+", default=None, help="a subset of the networks")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=None, help="run files (default RESULTS/mechanism[-ci])")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes (one per core)")
+    args = parser.parse_args(argv)
+    study = STUDY if args.size == "plan" else CI_STUDY
+    if args.architectures:
+        study = dataclasses.replace(study, architectures=tuple(args.architectures))
+    if args.seeds:
+        study = dataclasses.replace(study, seeds=tuple(args.seeds))
+    out = args.out or results_dir() / ("mechanism" if args.size == "plan" else "mechanism-ci")
+    run_study(study, out, jobs=args.jobs)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,89 @@
+"""gaugelit.experiments.mechanism: the four arms, their run files, and the plan's comparisons."""
+import numpy as np
+import pytest
+
+from gaugelit import he_init, matched_lr_scale
+from gaugelit.core.network import ARCHITECTURES
+from gaugelit.experiments import claims
+from gaugelit.experiments import mechanism as mech
+
+
+@pytest.fixture
+def synthetic(monkeypatch):
+    def fake(dataset, n_train, n_test, dtype, centre):
+        rng = np.random.default_rng(0)
+        X = rng.standard_normal((n_train + n_test, 200))
+        y = X[:, :10].argmax(axis=1).astype(np.int64)
+        return X[:n_train].astype(dtype), y[:n_train], X[n_train:].astype(dtype), y[n_train:]
+    monkeypatch.setattr(mech, "_data", fake)
+
+
+def small(**kw):
+    return mech.MechanismStudy(**{"architectures": ("3-layer",), "n_train": 64, "n_test": 16, "epochs": 2,
+                                  "seeds": (0,), **kw})
+
+
+def test_the_study_checks_its_fields_and_names_every_run_once():
+    with pytest.raises(ValueError, match="arms: unknown"):
+        mech.MechanismStudy(arms=("never", "sometimes"))
+    with pytest.raises(ValueError, match="architectures"):
+        mech.MechanismStudy(architectures=("9-layer",))
+    keys = {mech.run_key(c) for c in mech._configs(mech.STUDY).values()}
+    assert len(keys) == 3 * 2 * 4 * 5 == len(mech._configs(mech.STUDY))
+    assert (mech.STUDY.n_train, mech.STUDY.n_test, mech.STUDY.epochs) == (10000, 2000, 10)   # the plan's size
+    c = mech.run_config(small(lr_factor=2.0), "3-layer", "egd", "matched", 0)
+    assert c["lr"] == 2 * 0.1 and c["arm"] == "matched"
+
+
+def test_the_arms_run_resume_and_do_what_they_say(tmp_path, synthetic):
+    study = small()
+    assert len(mech.run_study(study, tmp_path, log=None)) == 8
+    assert mech.run_study(study, tmp_path, log=None) == []                # resumes: nothing left
+    records = {(r["config"]["optimizer"], r["config"]["arm"]): r for r in mech.load_records(study, tmp_path)}
+    assert len(records) == 8
+    for opt in ("sgd", "egd"):
+        its = {arm: records[(opt, arm)]["history"]["gauge_iterations"] for arm in mech.ARMS}
+        assert its["never"] == its["matched"] == [0, 0, 0]
+        assert its["init"][1] > 0 and its["init"][2] == 0                  # balanced once, before step 1
+        assert all(n >= 2 for n in its["every"][1:])                        # before every step (2 steps an epoch)
+        sizes = list(ARCHITECTURES["3-layer"])
+        want = matched_lr_scale(he_init(sizes, seed=0, dtype="float32"), opt)
+        np.testing.assert_allclose(records[(opt, "matched")]["lr_scale"], want)
+        assert records[(opt, "never")]["lr_scale"] is None
+        # entry 0 is the untrained function, which balancing does not change
+        h = {arm: records[(opt, arm)]["history"]["train_error"] for arm in mech.ARMS}
+        assert h["init"][0] == h["never"][0] == h["every"][0]
+
+
+def fake_records(effects: dict, seeds=(0, 1, 2, 3, 4)):
+    """Runs whose train_error ends at exp(effect) times 0.1 per arm (reg_loss the same), 5 seeds."""
+    rng = np.random.default_rng(1)
+    out = []
+    for (arch, opt), by_arm in effects.items():
+        for arm, effect in by_arm.items():
+            for s in seeds:
+                final = 0.1 * np.exp(effect + 0.005 * rng.standard_normal())
+                out.append({"config": {"dataset": "mnist", "architecture": arch, "optimizer": opt, "arm": arm,
+                                       "seed": s, "n_train": 10000},
+                            "history": {"epoch": [0, 1, 2], "reg_loss": [2.0, 1.0, 0.5],
+                                        "train_error": [0.5, 0.2, final]}})
+    return out
+
+
+def test_the_plans_rule_reads_the_comparisons():
+    records = fake_records({
+        ("3-layer", "sgd"): {"never": 0.0, "init": -0.5, "every": -0.5, "matched": -0.5},   # rates, once
+        ("5-layer", "sgd"): {"never": 0.0, "init": -0.1, "every": -0.6, "matched": 0.0},    # every step matters
+        ("3-layer", "egd"): {"never": 0.0, "init": -0.5, "every": -0.5, "matched": 0.0},    # once, not rates
+    })
+    effects = mech.compare_all(records)
+    e = {(t, c): {x.key[1:]: x.verdict for x in v} for (t, c, m), v in effects.items() if m == "D2"}
+    assert e[("every", "never")] == {("3-layer", "egd"): "holds", ("3-layer", "sgd"): "holds",
+                                     ("5-layer", "sgd"): "holds"}
+    assert mech.reading(effects, "D2", "3-layer", "sgd") == "init suffices; the change of rates"
+    assert mech.reading(effects, "D2", "3-layer", "egd") == "init suffices"
+    assert mech.reading(effects, "D2", "5-layer", "sgd") == "no mechanism claimed"
+    assert mech.reading(effects, "D2", "7-layer", "sgd") == "no mechanism claimed"   # no runs
+    # the regularised loss is the same in every arm: negligible everywhere for D1
+    assert all(x.verdict == "negligible" for (t, c, m), v in effects.items() if m == "D1" for x in v)
+    assert all(isinstance(x, claims.Effect) for v in effects.values() for x in v)
