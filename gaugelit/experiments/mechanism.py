@@ -42,7 +42,7 @@ from .pool import run_in_processes
 from .runfiles import code_fingerprint, device_name, write_json_atomic
 
 __all__ = ["ARMS", "COMPARISONS", "MEASURES", "MechanismStudy", "STUDY", "CI_STUDY", "run_config", "run_key",
-           "run_study", "load_records", "compare", "compare_all", "reading", "plot_arms", "main"]
+           "configs", "run_study", "load_records", "compare", "compare_all", "reading", "plot_arms", "main"]
 
 #: The arms: the gauge-fixing mode train runs, and whether the rates are matched.
 ARMS = {"never": ("never", False), "init": ("init", False), "every": ("every", False), "matched": ("never", True)}
@@ -138,7 +138,7 @@ def _train_one(config: dict, out: str) -> dict:
     return record
 
 
-def _configs(study: MechanismStudy) -> dict[str, dict]:
+def configs(study: MechanismStudy) -> dict[str, dict]:
     # seed by seed and network by network, so that a study stopped early is complete for what it has
     return {run_key(c): c for s in study.seeds for a in study.architectures for o in study.optimizers
             for arm in study.arms for c in [run_config(study, a, o, arm, s)]}
@@ -148,10 +148,10 @@ def run_study(study: MechanismStudy = STUDY, out=None, *, jobs: int = 1, log=pri
     """Train every run of ``study`` that has no finished file in ``out`` (default
     ``results_dir()/mechanism``); return the configs trained."""
     out = Path(out) if out is not None else results_dir() / "mechanism"
-    configs = _configs(study)
-    todo = [c for key, c in configs.items() if not _finished(out / f"{key}.json", c)]
+    planned = configs(study)
+    todo = [c for key, c in planned.items() if not _finished(out / f"{key}.json", c)]
     if log:
-        log(f"{len(configs)} runs, {len(configs) - len(todo)} already finished in {out}")
+        log(f"{len(planned)} runs, {len(planned) - len(todo)} already finished in {out}")
     trained = []
 
     def finished(config, record):
@@ -172,7 +172,7 @@ def load_records(study: MechanismStudy, out) -> list[dict]:
     """The finished runs of ``study`` in ``out`` (any subset, even none)."""
     out = Path(out)
     found = []
-    for key, config in _configs(study).items():
+    for key, config in configs(study).items():
         path = out / f"{key}.json"
         if _finished(path, config):
             found.append(json.loads(path.read_text()))

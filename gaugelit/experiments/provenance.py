@@ -76,7 +76,7 @@ CHANGES = (
     Change("607fedf908d438c3", "752f9f7892323005",
            "_fold also resets the stored scale and the zero-u flag its two callers reset (same arithmetic)",
            _never),
-    Change("752f9f7892323005", "66feaf80c051b5da",
+    Change("752f9f7892323005", "758ac6ff70e767e6",
            "layout only: the modules moved into the layers core, solvers, training and experiments, each "
            "idea written once (one Algorithm-1 update, one Newton solve, one training step for one model "
            "or many); every public number the same (tests/golden: float64 to 1e-12, float32 to its "

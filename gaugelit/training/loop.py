@@ -233,6 +233,11 @@ def _train(nets, X, y, *, gauge, seeds, where, optimizer, p, lr, weight_decay, e
         raise ValueError(f"{where}: soft_gauge and lr_scale cannot be combined (the penalty's step is a "
                          "rescaling only at one rate for all layers)")
     K = len(nets)
+    trained = set(_trained_biases(first, train_hidden_biases))
+    # EG+-'s beta is taken once, from each network as given, before any balancing; a balancing
+    # rescales it with its unit, as a later gauge move does in the stack
+    beta = ({l: [np.full(first.sizes[l + 1], egd_bias_scale(net, l)) for net in nets] for l in trained}
+            if optimizer == "egd" and egd_biases == "plus-minus" else {})
     init_iterations = np.zeros(K, dtype=np.int64)
     nets = list(nets)
     for i in range(K):           # "init": balanced once, by the loop's Algorithm 1 and delta, then plain
@@ -242,12 +247,14 @@ def _train(nets, X, y, *, gauge, seeds, where, optimizer, p, lr, weight_decay, e
             except FloatingPointError as err:
                 raise TrainingDiverged(f"{where}: gauge fixing before the first step failed: {err}") from None
             nets[i], init_iterations[i] = balanced.net, balanced.iterations
+            for l in beta:
+                if l + 1 < len(first.weights):                      # hidden units: their factors
+                    beta[l][i] = beta[l][i] * to_numpy(balanced.factors[l]).astype(np.float64)
     every = [g == "every" for g in gauge]
     order = sorted(range(K), key=lambda i: not every[i])     # gauge-fixed models first: a view of the stack
-    trained = set(_trained_biases(first, train_hidden_biases))
-    beta = {}
-    if optimizer == "egd" and egd_biases == "plus-minus":
-        beta = {l: np.array([[egd_bias_scale(nets[i], l)] for i in order]) for l in trained}
+    # one beta per unit where a balancing made them differ, else one per model (the stack's layout)
+    beta = {l: np.array([b[i] if any(np.ptp(v) for v in b) else b[i][:1] for i in order])
+            for l, b in beta.items()}
     rates = None
     if any(scale is not None for scale in lr_scales):
         L = len(first.weights)

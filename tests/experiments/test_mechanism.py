@@ -28,8 +28,8 @@ def test_the_study_checks_its_fields_and_names_every_run_once():
         mech.MechanismStudy(arms=("never", "sometimes"))
     with pytest.raises(ValueError, match="architectures"):
         mech.MechanismStudy(architectures=("9-layer",))
-    keys = {mech.run_key(c) for c in mech._configs(mech.STUDY).values()}
-    assert len(keys) == 3 * 2 * 4 * 5 == len(mech._configs(mech.STUDY))
+    keys = {mech.run_key(c) for c in mech.configs(mech.STUDY).values()}
+    assert len(keys) == 3 * 2 * 4 * 5 == len(mech.configs(mech.STUDY))
     assert (mech.STUDY.n_train, mech.STUDY.n_test, mech.STUDY.epochs) == (10000, 2000, 10)   # the plan's size
     c = mech.run_config(small(lr_factor=2.0), "3-layer", "egd", "matched", 0)
     assert c["lr"] == 2 * 0.1 and c["arm"] == "matched"

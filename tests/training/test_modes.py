@@ -43,8 +43,10 @@ def test_init_balances_once_by_algorithm_1_then_trains_plainly(optimizer):
     net = gl.he_init(SIZES, seed=2, dtype="float64")
     p = gl.training.OPTIMIZERS[optimizer]["p"]
     balanced = gl.minnorm(net, p, method="multiplicative", delta=1e-3)
-    a, ha = gl.train(net, X, y, optimizer=optimizer, gauge_fix="init", epochs=2, progress=False)
-    b, hb = gl.train(balanced.net, X, y, optimizer=optimizer, gauge_fix=False, epochs=2, progress=False)
+    # eq. (41)'s bias step: EG+-'s beta comes from the network as given (the next test)
+    extra = {"egd_biases": "as-printed"} if optimizer == "egd" else {}
+    a, ha = gl.train(net, X, y, optimizer=optimizer, gauge_fix="init", epochs=2, progress=False, **extra)
+    b, hb = gl.train(balanced.net, X, y, optimizer=optimizer, gauge_fix=False, epochs=2, progress=False, **extra)
     same(a, b)
     assert curves(ha) == curves(hb)
     assert ha["gauge_iterations"] == [0, balanced.iterations, 0] and balanced.iterations > 0
@@ -141,3 +143,28 @@ def test_bad_scales_are_refused_by_name():
         gl.train(net, X, y, lr_scale=(np.ones(3), np.ones(3)), soft_gauge=0.1, progress=False)
     with pytest.raises(ValueError, match="lr_scale must be None or a list of 2"):
         gl.train_many([net, net], X, y, lr_scale=(np.ones(3), np.ones(3)), progress=False)
+
+
+def test_eg_plus_minus_takes_beta_from_the_network_as_given_in_every_mode():
+    # init balances before the first step; its beta is still the one of the network as given (the
+    # output units have no gauge factor), so init and every start their biases alike
+    X, y = data()
+    net = gl.he_init(SIZES, seed=8, dtype="float64")
+    p = 1.0
+    balanced = gl.minnorm(net, p, method="multiplicative", delta=1e-3)
+    assert gl.egd_bias_scale(balanced.net, 2) != pytest.approx(gl.egd_bias_scale(net, 2), rel=1e-6)
+    init, _ = gl.train(net, X, y, optimizer="egd", gauge_fix="init", epochs=1, progress=False)
+    from_balanced, _ = gl.train(balanced.net, X, y, optimizer="egd", gauge_fix="never", epochs=1, progress=False)
+    assert not np.allclose(init.biases[-1], from_balanced.biases[-1], rtol=1e-9)   # a different beta there
+    # hidden biases trained by EG+-: beta rescales with each unit's factor, so init equals the
+    # balanced network trained with the rescaled beta: checked through the first step by hand
+    net.biases[0][:] = 0.05
+    one, _ = gl.train(net, X, y, optimizer="egd", gauge_fix="init", epochs=1, batch_size=64, progress=False,
+                      train_hidden_biases=True)
+    b0 = gl.minnorm(net, p, method="multiplicative", delta=1e-3).net
+    _, gw, gb = gl.loss_and_grads(b0, X, y)
+    lr = gl.training.OPTIMIZERS["egd"]["lr"]
+    beta = gl.egd_bias_scale(net, 0) * gl.minnorm(net, p, method="multiplicative", delta=1e-3).factors[0]
+    t = lr * gb[0]
+    want = b0.biases[0] * np.cosh(t) - np.sqrt(b0.biases[0] ** 2 + 4 * beta ** 2) * np.sinh(t)
+    np.testing.assert_allclose(one.biases[0], want, rtol=1e-10)
