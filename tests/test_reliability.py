@@ -388,3 +388,126 @@ def test_dtype_and_array_helpers():
             float_dtype(bad)
     a = np.ones(3)
     assert plain_array(a, "a") is a
+
+
+# -- issue 22: the last silent answers of the core -------------------------------------------------
+
+def test_rescale_refuses_complex_and_overflowing_factors_naming_the_layer():
+    """Defect: complex factors were taken with only a ComplexWarning (the imaginary part dropped),
+    and factors that overflow the weights (1e300) gave a network of inf without a word."""
+    net = gl.LayeredNet([np.full((5, 4), 10.0), np.full((3, 5), 10.0)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(TypeError, match="hidden layer 1 must be real.*complex"):
+            gl.rescale(net, [np.ones(5) * (1 + 1j)])
+        with pytest.raises(FloatingPointError, match=r"rescaled weights\[0\] overflow float64"):
+            gl.rescale(net, [np.full(5, 1e300) * 1e8])
+        with pytest.raises(FloatingPointError, match=r"rescaled weights\[1\] overflow float64"):
+            gl.rescale(net, [np.full(5, 1e-300) * 1e-8])
+        with pytest.raises(ValueError, match="hidden layer 1 must be finite and > 0 in the network's float32"):
+            gl.rescale(gl.he_init((4, 5, 3)), [np.full(5, 1e300)])
+        out = gl.rescale(net, [np.full(5, 1e300)])            # large, but inside float64
+        assert np.isfinite(out.weights[0]).all()
+
+
+def test_forward_refuses_inputs_beyond_the_networks_dtype():
+    """Defect: X = 1e300 (float64) into a float32 network returned NaN without a word."""
+    net = gl.he_init((4, 5, 3), dtype="float32")
+    X = np.ones((3, 4))
+    X[1, 2] = 1e300
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"forward: X has 1 entries beyond what the network's float32 holds"):
+            net.forward(X)
+        with pytest.raises(ValueError, match=r"X has 1 entries beyond"):
+            gl.loss_and_grads(net, X, np.zeros(3, dtype=int))
+        assert np.isfinite(net.forward(np.full((2, 4), 1e30))).all()     # inside float32: fine
+
+
+def test_forward_of_an_empty_batch_is_an_empty_output_and_a_loss_of_nothing_an_error():
+    """Defect: forward(X) with X.shape == (0, n_in) raised; NumPy and torch return (0, n_out)."""
+    for dtype in ("float32", "float64"):
+        net = gl.he_init((4, 5, 3), dtype=dtype)
+        out = net.forward(np.zeros((0, 4), dtype=dtype))
+        assert out.shape == (0, 3) and out.dtype == net.dtype
+    with pytest.raises(ValueError, match="empty"):
+        gl.loss_and_grads(net, np.zeros((0, 4)), np.zeros(0, dtype=int))
+    with pytest.raises(ValueError, match="empty"):
+        gl.evaluate(net, np.zeros((0, 4)), np.zeros(0, dtype=int), 2.0, 0.0)
+    with pytest.raises(ValueError, match=r"shape \(batch, 4\)"):
+        net.forward(np.zeros((0, 3)))
+
+
+@pytest.mark.parametrize("step", ["sgd_step", "egd_step"])
+@pytest.mark.parametrize("lr, weight_decay, error", [(np.nan, 0.0, ValueError), (-1.0, 0.0, ValueError),
+                                                     (0.0, 0.0, ValueError), (np.inf, 0.0, ValueError),
+                                                     ("0.1", 0.0, TypeError), (0.1, -1.0, ValueError),
+                                                     (0.1, np.nan, ValueError)])
+def test_step_functions_refuse_bad_learning_rates(step, lr, weight_decay, error):
+    """Defect: sgd_step(lr=nan) and egd_step(lr=-1) were accepted (a NaN network, an ascent step)."""
+    net = gl.he_init((4, 5, 3), dtype="float64")
+    before = [W.copy() for W in net.weights]
+    gw, gb = [np.ones_like(W) for W in net.weights], [np.ones_like(b) for b in net.biases]
+    name = "weight_decay" if isinstance(weight_decay, float) and weight_decay != 0.0 else "lr"
+    with pytest.raises(error, match=f"{step}: {name}"):
+        getattr(gl, step)(net, gw, gb, lr, weight_decay)
+    assert all(np.array_equal(a, b) for a, b in zip(before, net.weights))
+    getattr(gl, step)(net, gw, gb, np.array(0.1), np.float32(0.0))          # 0-d arrays are numbers
+
+
+def test_a_0d_array_is_a_real_number_everywhere():
+    """Defect: soft_gauge_penalty(net, np.array(1.0)) was refused (its own check, not the shared
+    one): the README's policy takes 0-d real arrays as numbers."""
+    net = small_net(3, sizes=(4, 5, 3))
+    value, gw, gb = gl.soft_gauge_penalty(net, np.array(1.0))
+    assert value == gl.soft_gauge_penalty(net, 1.0)[0]
+    gl.soft_gauge_flow(net, np.array(0.5), np.array(0.1), steps=np.array(2))
+    gl.gauge_coordinates(net, tol=np.array(1e-10), max_iter=np.array(50))
+    gl.minnorm(net, np.array(2.0), delta=np.array(1e-3), max_iter=np.array(50))
+    for bad in (np.array([1.0]), np.array(1.0 + 0j), np.array(True)):
+        with pytest.raises(TypeError, match="strength"):
+            gl.soft_gauge_penalty(net, bad)
+
+
+def test_training_divergence_names_the_step():
+    """Defect: a network whose last update was non-finite was reported 'after epoch 1' only."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((64, 10)), rng.integers(0, 3, 64)
+    net = gl.he_init((10, 16, 3), seed=0, dtype="float64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(gl.TrainingDiverged, match=r"after step 1 of 1 \(the last\) of epoch 1"):
+            gl.train(net, X, y, lr=1e300, epochs=1, batch_size=64, progress=False)
+        with pytest.raises(gl.TrainingDiverged, match=r"non-finite loss at epoch 1, step 2 of 4 \(on the "
+                                                      r"weights the update of step 1 made"):
+            gl.train(net, X, y, lr=1e300, epochs=1, batch_size=16, weight_decay=0.0, progress=False)
+
+
+def _tiny_outgoing_net(dtype="float64"):
+    net = gl.he_init([6, 12, 3], seed=0, dtype=dtype)
+    W = [w.copy() for w in net.weights]
+    W[1][:, 5] = 0          # hidden unit 5: no outgoing weight; the first step gives it ~lr g
+    W[0] *= 30
+    return gl.LayeredNet(W)
+
+
+def test_gauge_fixed_training_with_tiny_outgoing_weights_keeps_the_right_answer():
+    """Defect: SGD with gauge_fix=True, hidden unit 5's outgoing weights zeroed, the first layer x30,
+    lr=1e-300: the first step leaves the unit's outgoing weights near 1e-300, whose squares
+    underflow; Algorithm 1 took log 0 and the run stopped with TrainingDiverged ('non-finite update
+    2') and a divide-by-zero warning. It must re-solve, as minnorm does, and keep the run going."""
+    net = _tiny_outgoing_net()
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((32, 6)), rng.integers(0, 3, 32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out, hist = gl.train(net, X, y, optimizer="sgd", lr=1e-300, epochs=2, batch_size=8, gauge_fix=True,
+                             progress=False)
+        ref, _ = gl.train(net, X, y, optimizer="sgd", lr=1e-300, epochs=2, batch_size=8, gauge_fix=False,
+                          progress=False)
+    assert hist["gauge_iterations"][1] > 0
+    np.testing.assert_allclose(out(X), ref(X), rtol=0, atol=1e-12 * np.abs(ref(X)).max())
+    # Algorithm 1's answer: its delta rule, near the minimum-norm objective of the same function
+    best = gl.minnorm(ref, 2.0, gamma_tol=1e-12).objective[-1]
+    np.testing.assert_allclose(gl.pnorm(out, 2.0), best, rtol=1e-6)
+    assert all(np.isfinite(w).all() for w in out.weights)

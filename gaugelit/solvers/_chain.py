@@ -313,6 +313,22 @@ def unhealthy_layer(st: ChainState):
     return int(xp.argmax(bad)) + 1
 
 
+def unhealthy_models(st: ChainState):
+    """Per model (a device boolean array ``(K,)``): some hidden unit's sums are non-finite or so
+    small that they have lost digits to underflow (:func:`unhealthy_layer`, model by model)."""
+    info = np.finfo(st.fwd[0].dtype)
+    floor = float(info.tiny) / float(info.eps)
+    xp, bad = st.xp, None
+    with _quiet(xp):
+        for k in range(1, st.L):
+            r, s = _unit_sums(st, k)
+            low = xp.minimum(r.min(axis=-1), s.min(axis=-1))
+            high = xp.maximum(r.max(axis=-1), s.max(axis=-1))
+            b = ~(xp.isfinite(high) & (low >= floor))
+            bad = b if bad is None else bad | b
+    return bad
+
+
 def lost_entries_matter(st: ChainState, M, weights) -> bool:
     """Whether entries of ``M`` below the smallest normal float (``|W|^p`` of a nonzero weight flushed
     to 0, or kept with a subnormal's few digits) may weigh in a live unit's sums at the current ``u``.
@@ -420,19 +436,28 @@ def algorithm1_in_log_domain(M, p, u, delta, max_iter, dead_units_of, products=N
 
     Returns ``(u, iterations, failed_at, converged)``: per model (host int arrays ``(K,)``) the
     updates applied and the update at which a factor turned non-finite (0: none); ``converged`` is
-    False when some model still moved after ``max_iter`` updates.
+    False when some model still moved after ``max_iter`` updates. A model whose sums at ``u`` its
+    dtype does not hold (non-finite, or lost to underflow: :func:`unhealthy_models`, as
+    :func:`~gaugelit.solvers.minnorm` decides for the chain's state) is stopped and reported as
+    failed at update 1, also where its factors stayed finite: its updates would be another F's.
+    The caller re-solves the failed models from their true weights (the training loop by
+    :func:`~gaugelit.solvers.minnorm`, which takes a scale-safe state).
     """
     xp = array_module(*(M if products is None else products[0]))
-    st = ChainState(M, p, xp, dead_units_of, u=u, products=products)
+    with _quiet(xp):                      # out-of-range values are detected, not warned about
+        st = ChainState(M, p, xp, dead_units_of, u=u, products=products)
     K = st.K
     active = xp.ones(K, dtype=bool)
     iterations = np.zeros(K, dtype=np.int64)
     failed_at = np.zeros(K, dtype=np.int64)
+    sick = unhealthy_models(st)           # read with the first update's flags: no extra sync
     for it in range(1, max_iter + 1):
         st.active = active
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        with _quiet(xp):
             step = multiplicative_update(st)
         finite = xp.isfinite(step)
+        if sick is not None:
+            finite, sick = finite & ~sick, None
         done = ~finite | (step < delta)
         flags = xp.stack([active, active & ~finite, active & ~done])       # one read per update
         flags = np.asarray(flags.get() if hasattr(flags, "get") else flags)
@@ -443,5 +468,6 @@ def algorithm1_in_log_domain(M, p, u, delta, max_iter, dead_units_of, products=N
         active = xp.asarray(flags[2])
         # all products, the input's and output's too: the given ones were summed by the training
         # step's row blocks, and these are the whole-matrix sums the next updates start from
-        st.refresh_products(range(st.L), range(st.L))
+        with _quiet(xp):
+            st.refresh_products(range(st.L), range(st.L))
     return st.u[1:-1], iterations, failed_at, False
