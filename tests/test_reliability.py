@@ -511,3 +511,29 @@ def test_gauge_fixed_training_with_tiny_outgoing_weights_keeps_the_right_answer(
     best = gl.minnorm(ref, 2.0, gamma_tol=1e-12).objective[-1]
     np.testing.assert_allclose(gl.pnorm(out, 2.0), best, rtol=1e-6)
     assert all(np.isfinite(w).all() for w in out.weights)
+
+
+@pytest.mark.parametrize("p", [2.0, 10.0, 50.0, 200.0])
+@pytest.mark.parametrize("method", ["multiplicative", "block"])
+def test_the_delta_rule_means_near_the_minimum_at_every_p(p, method):
+    """Defect: Algorithm 1's step is log(out/in)/(4p), so max|a-1| < delta stopped at gamma ~
+    tanh(2 p delta): minnorm(net, 50, method='multiplicative') said converged with the objective
+    0.6-1.1% above the minimum (gamma 0.07), 11-18% at p = 200. The rule is delta * min(1, 2/p)."""
+    from conftest import random_net
+    for sizes, seed in (((8, 12, 10, 6), 1), ((5, 9, 7, 8, 4), 1), ((20, 30, 20, 10), 2)):
+        net = random_net(sizes, seed=seed)
+        res = gl.minnorm(net, p, method=method, delta=1e-3)
+        best = gl.minnorm(net, p, gamma_tol=1e-12, max_iter=100_000).objective[-1]
+        assert res.converged and res.gamma[-1] < math.tanh(4e-3)
+        assert res.objective[-1] / best - 1 < 5e-5
+        # a graph (any network) follows the same rule
+        graph = gl.minnorm(gl.GaugeGraph.from_layered(net), p, method=method, delta=1e-3)
+        assert graph.converged and graph.gamma[-1] < math.tanh(4e-3)
+
+
+def test_the_delta_rule_is_unchanged_at_the_papers_exponents():
+    """At p <= 2 the rule is the paper's: the same updates as a loop on max|a-1| < delta."""
+    from gaugelit.solvers._loop import step_tolerance
+    for p in (0.5, 1.0, 2.0):
+        assert step_tolerance(1e-3, p) == 1e-3
+    assert step_tolerance(1e-3, 50.0) == 1e-3 * 2 / 50

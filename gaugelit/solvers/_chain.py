@@ -24,6 +24,7 @@ import numpy as np
 from ..core.backend import array_module
 from ..core.gauge import _quiet
 from ..core.network import LayeredNet
+from ._loop import step_tolerance
 from ._steps import exact_log_factor, halfway, multiplicative_update, newton_shift
 
 __all__ = ["layer_shift", "algorithm1_in_log_domain"]
@@ -444,6 +445,7 @@ def algorithm1_in_log_domain(M, p, u, delta, max_iter, dead_units_of, products=N
     :func:`~gaugelit.solvers.minnorm`, which takes a scale-safe state).
     """
     xp = array_module(*(M if products is None else products[0]))
+    delta = step_tolerance(delta, p)      # minnorm's delta rule: delta * min(1, 2/p)
     with _quiet(xp):                      # out-of-range values are detected, not warned about
         st = ChainState(M, p, xp, dead_units_of, u=u, products=products)
     K = st.K
