@@ -537,3 +537,47 @@ def test_the_delta_rule_is_unchanged_at_the_papers_exponents():
     for p in (0.5, 1.0, 2.0):
         assert step_tolerance(1e-3, p) == 1e-3
     assert step_tolerance(1e-3, 50.0) == 1e-3 * 2 / 50
+
+
+def _dead_unit_net(seed, sizes=(4, 7, 5, 6, 2)):
+    """Issue 22's case: weights spread over 1e+-2, one unit with zero incoming weights and one with
+    zero outgoing weights."""
+    rng = np.random.default_rng(seed)
+    W = [rng.standard_normal((m, n)) * 10 ** rng.uniform(-2, 2, (m, n)) for n, m in zip(sizes[:-1], sizes[1:])]
+    k1, k2 = rng.integers(1, len(sizes) - 1, 2)
+    W[k1 - 1][rng.integers(sizes[k1]), :] = 0
+    W[k2][:, rng.integers(sizes[k2])] = 0
+    return gl.LayeredNet(W)
+
+
+@pytest.mark.parametrize("seed", [0, 3, 11, 26, 54])
+def test_block_method_at_p1_with_dead_units_converges(seed):
+    """Defect: the block method ran its 100,000 sweeps with gamma stuck between 1e-10 and 6.5e-8
+    (Algorithm 1 converged in ~140 updates). Cause: the exact layer shift with dead units is a
+    Newton solve stopped on its decrement (< 1e-13 f), which is quadratic in the error, so the
+    shift stayed ~1e-8 off at the minimum and every sweep repeated that error; one more full Newton
+    step (kept if f does not rise) makes it quadratically small."""
+    net = _dead_unit_net(seed)
+    assert any(d.any() for d in gl.dead_units(net))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", gl.ConvergenceWarning)
+        res = gl.minnorm(net, 1.0, gamma_tol=1e-11, max_iter=500)
+    alg1 = gl.minnorm(net, 1.0, method="multiplicative", gamma_tol=1e-13, max_iter=10_000)
+    assert res.converged and res.iterations < 100 and res.gamma[-1] < 1e-11
+    np.testing.assert_allclose(res.objective[-1], alg1.objective[-1], rtol=1e-12)
+
+
+def test_a_layer_shift_beyond_float64_is_not_an_overflow_error():
+    """Defect (found by the extreme-gauge property test with a dead unit, layers 1e79 apart, p = 3):
+    the chain's shift formed exp(p c) with math.exp, which raised OverflowError out of minnorm; a
+    shift beyond float64 now shows as non-finite records and the graph's scale-safe state solves."""
+    for seed in (761, 1958, 1986):
+        net = small_net(seed, dead=[(seed % 3, seed % 7)])
+        rng = np.random.default_rng(seed + 1)
+        u = [LN10 * (rng.uniform(-79, 79) + rng.uniform(-1, 1, n) * 79 / 4) for n in net.sizes[1:-1]]
+        u = [np.where(d, 0.0, v) for d, v in zip(gl.dead_units(net), u)]
+        extreme = in_logs(net, u, "float64")
+        ref = gl.minnorm(net, 3.0, gamma_tol=1e-9, max_iter=2000)
+        res = gl.minnorm(extreme, 3.0, gamma_tol=1e-9, max_iter=2000)
+        assert res.converged and res.gamma[-1] < 1e-9
+        np.testing.assert_allclose(res.objective[-1], ref.objective[-1], rtol=1e-10)

@@ -251,12 +251,19 @@ class ChainState:
         dt = self.fwd[0].dtype
         for k in range(1, L):
             self.set_u(k, self.u[k] + xp.asarray(shifts[k], dtype=dt)[:, None])
-        # math.exp, then the dtype: the same factor a single network's floats give; one transfer
-        down = xp.asarray([[math.exp(-p * c) for c in row] for row in shifts], dtype=dt)[..., None]
-        up = xp.asarray([[math.exp(p * c) for c in row] for row in shifts], dtype=dt)[..., None]
+        # math.exp, then the dtype: the same factor a single network's floats give; one transfer.
+        # A shift beyond float64 gives inf (not OverflowError): the records turn non-finite and the
+        # solve goes on in the graph's scale-safe state
+        down = xp.asarray([[_exp(-p * c) for c in row] for row in shifts], dtype=dt)[..., None]
+        up = xp.asarray([[_exp(p * c) for c in row] for row in shifts], dtype=dt)[..., None]
         for l in range(L):
             self.fwd[l] = self.fwd[l] * down[l]
             self.bwd[l] = self.bwd[l] * up[l + 1]
+
+
+def _exp(x: float) -> float:
+    """``math.exp``, inf where it would raise OverflowError."""
+    return math.exp(x) if x < 709.0 else math.inf
 
 
 def layer_shift(A, B=None, C=None, tol=1e-13, max_iter=100):
@@ -285,7 +292,9 @@ def layer_shift(A, B=None, C=None, tol=1e-13, max_iter=100):
     terms += [(math.log(B[l]), hidden(l + 1), -1) for l in range(L) if B[l] > 0]
     terms += [(math.log(C[l]), -1, hidden(l)) for l in range(L) if C[l] > 0]
     c, dst, src = zip(*terms)
-    return newton_shift(c, dst, src, L - 1, z0=closed, tol=tol, max_iter=max_iter)
+    # polish: a shift ~sqrt(tol) off at the minimum is repeated by every sweep of the block method,
+    # which then stalls (gamma stuck near 1e-9 at p = 1 with dead units; issue 22)
+    return newton_shift(c, dst, src, L - 1, z0=closed, tol=tol, max_iter=max_iter, polish=True)
 
 
 # -- is the chain's own state fit for this network? ------------------------------------------------
