@@ -34,7 +34,7 @@ test: venv
 # The GPU path without a GPU (README, "The CuPy stand-in"): the xp-parametrised tests on a strict
 # NumPy-backed stand-in importable as cupy (tests/cupy_standin), and one chapter end to end with
 # GAUGELIT_BACKEND=cupy on it (IPython, for the chapter's display calls); under 2 minutes.
-STANDIN_CHAPTER ?= soft-gauge
+STANDIN_CHAPTER ?= your-network
 standin: venv
 	PYTHONPATH="$(CURDIR)/tests/cupy_standin$${PYTHONPATH:+:$$PYTHONPATH}" $(PY) -m pytest -q -p no:cacheprovider \
 	  tests/core tests/solvers tests/training -k cupy
