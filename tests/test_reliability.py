@@ -57,6 +57,11 @@ def assert_same_function(a, b, X, rtol):
 @example(seed=438, spread=79.0, p=3.0, dead=[])
 @example(seed=500, spread=48.0, p=3.0, dead=[])
 @example(seed=8, spread=77.0, p=3.0, dead=[])
+# issue 22: layers up to 1e79 apart, unit spreads up to 1e20, p = 3, a dead unit: the chain's shift
+# raised OverflowError (math.exp of a shift beyond float64)
+@example(seed=761, spread=79.0, p=3.0, dead=[(2, 5)])
+@example(seed=1958, spread=79.0, p=3.0, dead=[(2, 5)])
+@example(seed=1986, spread=79.0, p=3.0, dead=[(0, 5)])
 def test_minnorm_of_an_extreme_gauge_is_the_moderate_answer(seed, spread, p, dead):
     """Defect: valid networks in an extreme gauge (a factor 1e170 between layers, units 1e-23 apart)
     were refused with FloatingPointError, or gave inf/NaN, or a wrong minimum reported with a small
