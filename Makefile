@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-.PHONY: venv lint test nbtest nbcheck book browser lab bench device-prep device-run-cpu clean
+.PHONY: venv lint test standin nbtest nbcheck book browser lab bench device-prep device-run-cpu clean
 
 venv: $(VENV)/.installed
 
@@ -26,9 +26,23 @@ lint: venv
 test: venv
 	$(MAKE) lint
 	$(PY) -m pytest -q tests
+	$(MAKE) standin
 	$(MAKE) book
 	$(MAKE) nbcheck
 	$(MAKE) browser
+
+# The GPU path without a GPU (README, "The CuPy stand-in"): the xp-parametrised tests on a strict
+# NumPy-backed stand-in importable as cupy (tests/cupy_standin), and one chapter end to end with
+# GAUGELIT_BACKEND=cupy on it (IPython, for the chapter's display calls); under 2 minutes.
+STANDIN_CHAPTER ?= your-network
+standin: venv
+	PYTHONPATH="$(CURDIR)/tests/cupy_standin$${PYTHONPATH:+:$$PYTHONPATH}" $(PY) -m pytest -q -p no:cacheprovider \
+	  tests/core tests/solvers tests/training -k cupy
+	mkdir -p _build/standin
+	$(VENV)/bin/jupytext --quiet --to py:percent -o _build/standin/$(STANDIN_CHAPTER).py book/$(STANDIN_CHAPTER).md
+	cd book && PYTHONPATH="$(CURDIR)/tests/cupy_standin:$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}" \
+	  GAUGELIT_BACKEND=cupy MPLBACKEND=Agg $(VENV)/bin/ipython --no-banner \
+	  "$(CURDIR)/_build/standin/$(STANDIN_CHAPTER).py"
 
 # Every cell of the notebooks the book build executed ran without error (nbval's lax check,
 # without executing a second time), and no output shows a path of this machine.

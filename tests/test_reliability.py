@@ -57,6 +57,11 @@ def assert_same_function(a, b, X, rtol):
 @example(seed=438, spread=79.0, p=3.0, dead=[])
 @example(seed=500, spread=48.0, p=3.0, dead=[])
 @example(seed=8, spread=77.0, p=3.0, dead=[])
+# issue 22: layers up to 1e79 apart, unit spreads up to 1e20, p = 3, a dead unit: the chain's shift
+# raised OverflowError (math.exp of a shift beyond float64)
+@example(seed=761, spread=79.0, p=3.0, dead=[(2, 5)])
+@example(seed=1958, spread=79.0, p=3.0, dead=[(2, 5)])
+@example(seed=1986, spread=79.0, p=3.0, dead=[(0, 5)])
 def test_minnorm_of_an_extreme_gauge_is_the_moderate_answer(seed, spread, p, dead):
     """Defect: valid networks in an extreme gauge (a factor 1e170 between layers, units 1e-23 apart)
     were refused with FloatingPointError, or gave inf/NaN, or a wrong minimum reported with a small
@@ -388,3 +393,196 @@ def test_dtype_and_array_helpers():
             float_dtype(bad)
     a = np.ones(3)
     assert plain_array(a, "a") is a
+
+
+# -- issue 22: the last silent answers of the core -------------------------------------------------
+
+def test_rescale_refuses_complex_and_overflowing_factors_naming_the_layer():
+    """Defect: complex factors were taken with only a ComplexWarning (the imaginary part dropped),
+    and factors that overflow the weights (1e300) gave a network of inf without a word."""
+    net = gl.LayeredNet([np.full((5, 4), 10.0), np.full((3, 5), 10.0)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(TypeError, match="hidden layer 1 must be real.*complex"):
+            gl.rescale(net, [np.ones(5) * (1 + 1j)])
+        with pytest.raises(FloatingPointError, match=r"rescaled weights\[0\] overflow float64"):
+            gl.rescale(net, [np.full(5, 1e300) * 1e8])
+        with pytest.raises(FloatingPointError, match=r"rescaled weights\[1\] overflow float64"):
+            gl.rescale(net, [np.full(5, 1e-300) * 1e-8])
+        with pytest.raises(ValueError, match="hidden layer 1 must be finite and > 0 in the network's float32"):
+            gl.rescale(gl.he_init((4, 5, 3)), [np.full(5, 1e300)])
+        out = gl.rescale(net, [np.full(5, 1e300)])            # large, but inside float64
+        assert np.isfinite(out.weights[0]).all()
+
+
+def test_forward_refuses_inputs_beyond_the_networks_dtype():
+    """Defect: X = 1e300 (float64) into a float32 network returned NaN without a word."""
+    net = gl.he_init((4, 5, 3), dtype="float32")
+    X = np.ones((3, 4))
+    X[1, 2] = 1e300
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"forward: X has 1 entries beyond what the network's float32 holds"):
+            net.forward(X)
+        with pytest.raises(ValueError, match=r"X has 1 entries beyond"):
+            gl.loss_and_grads(net, X, np.zeros(3, dtype=int))
+        assert np.isfinite(net.forward(np.full((2, 4), 1e30))).all()     # inside float32: fine
+
+
+def test_forward_of_an_empty_batch_is_an_empty_output_and_a_loss_of_nothing_an_error():
+    """Defect: forward(X) with X.shape == (0, n_in) raised; NumPy and torch return (0, n_out)."""
+    for dtype in ("float32", "float64"):
+        net = gl.he_init((4, 5, 3), dtype=dtype)
+        out = net.forward(np.zeros((0, 4), dtype=dtype))
+        assert out.shape == (0, 3) and out.dtype == net.dtype
+    with pytest.raises(ValueError, match="empty"):
+        gl.loss_and_grads(net, np.zeros((0, 4)), np.zeros(0, dtype=int))
+    with pytest.raises(ValueError, match="empty"):
+        gl.evaluate(net, np.zeros((0, 4)), np.zeros(0, dtype=int), 2.0, 0.0)
+    with pytest.raises(ValueError, match=r"shape \(batch, 4\)"):
+        net.forward(np.zeros((0, 3)))
+
+
+@pytest.mark.parametrize("step", ["sgd_step", "egd_step"])
+@pytest.mark.parametrize("lr, weight_decay, error", [(np.nan, 0.0, ValueError), (-1.0, 0.0, ValueError),
+                                                     (0.0, 0.0, ValueError), (np.inf, 0.0, ValueError),
+                                                     ("0.1", 0.0, TypeError), (0.1, -1.0, ValueError),
+                                                     (0.1, np.nan, ValueError)])
+def test_step_functions_refuse_bad_learning_rates(step, lr, weight_decay, error):
+    """Defect: sgd_step(lr=nan) and egd_step(lr=-1) were accepted (a NaN network, an ascent step)."""
+    net = gl.he_init((4, 5, 3), dtype="float64")
+    before = [W.copy() for W in net.weights]
+    gw, gb = [np.ones_like(W) for W in net.weights], [np.ones_like(b) for b in net.biases]
+    name = "weight_decay" if isinstance(weight_decay, float) and weight_decay != 0.0 else "lr"
+    with pytest.raises(error, match=f"{step}: {name}"):
+        getattr(gl, step)(net, gw, gb, lr, weight_decay)
+    assert all(np.array_equal(a, b) for a, b in zip(before, net.weights))
+    getattr(gl, step)(net, gw, gb, np.array(0.1), np.float32(0.0))          # 0-d arrays are numbers
+
+
+def test_a_0d_array_is_a_real_number_everywhere():
+    """Defect: soft_gauge_penalty(net, np.array(1.0)) was refused (its own check, not the shared
+    one): the README's policy takes 0-d real arrays as numbers."""
+    net = small_net(3, sizes=(4, 5, 3))
+    value, gw, gb = gl.soft_gauge_penalty(net, np.array(1.0))
+    assert value == gl.soft_gauge_penalty(net, 1.0)[0]
+    gl.soft_gauge_flow(net, np.array(0.5), np.array(0.1), steps=np.array(2))
+    gl.gauge_coordinates(net, tol=np.array(1e-10), max_iter=np.array(50))
+    gl.minnorm(net, np.array(2.0), delta=np.array(1e-3), max_iter=np.array(50))
+    for bad in (np.array([1.0]), np.array(1.0 + 0j), np.array(True)):
+        with pytest.raises(TypeError, match="strength"):
+            gl.soft_gauge_penalty(net, bad)
+
+
+def test_training_divergence_names_the_step():
+    """Defect: a network whose last update was non-finite was reported 'after epoch 1' only."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((64, 10)), rng.integers(0, 3, 64)
+    net = gl.he_init((10, 16, 3), seed=0, dtype="float64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(gl.TrainingDiverged, match=r"after step 1 of 1 \(the last\) of epoch 1"):
+            gl.train(net, X, y, lr=1e300, epochs=1, batch_size=64, progress=False)
+        with pytest.raises(gl.TrainingDiverged, match=r"non-finite loss at epoch 1, step 2 of 4 \(on the "
+                                                      r"weights the update of step 1 made"):
+            gl.train(net, X, y, lr=1e300, epochs=1, batch_size=16, weight_decay=0.0, progress=False)
+
+
+def _tiny_outgoing_net(dtype="float64"):
+    net = gl.he_init([6, 12, 3], seed=0, dtype=dtype)
+    W = [w.copy() for w in net.weights]
+    W[1][:, 5] = 0          # hidden unit 5: no outgoing weight; the first step gives it ~lr g
+    W[0] *= 30
+    return gl.LayeredNet(W)
+
+
+def test_gauge_fixed_training_with_tiny_outgoing_weights_keeps_the_right_answer():
+    """Defect: SGD with gauge_fix=True, hidden unit 5's outgoing weights zeroed, the first layer x30,
+    lr=1e-300: the first step leaves the unit's outgoing weights near 1e-300, whose squares
+    underflow; Algorithm 1 took log 0 and the run stopped with TrainingDiverged ('non-finite update
+    2') and a divide-by-zero warning. It must re-solve, as minnorm does, and keep the run going."""
+    net = _tiny_outgoing_net()
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((32, 6)), rng.integers(0, 3, 32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out, hist = gl.train(net, X, y, optimizer="sgd", lr=1e-300, epochs=2, batch_size=8, gauge_fix=True,
+                             progress=False)
+        ref, _ = gl.train(net, X, y, optimizer="sgd", lr=1e-300, epochs=2, batch_size=8, gauge_fix=False,
+                          progress=False)
+    assert hist["gauge_iterations"][1] > 0
+    np.testing.assert_allclose(out(X), ref(X), rtol=0, atol=1e-12 * np.abs(ref(X)).max())
+    # Algorithm 1's answer: its delta rule, near the minimum-norm objective of the same function
+    best = gl.minnorm(ref, 2.0, gamma_tol=1e-12).objective[-1]
+    np.testing.assert_allclose(gl.pnorm(out, 2.0), best, rtol=1e-6)
+    assert all(np.isfinite(w).all() for w in out.weights)
+
+
+@pytest.mark.parametrize("p", [2.0, 10.0, 50.0, 200.0])
+@pytest.mark.parametrize("method", ["multiplicative", "block"])
+def test_the_delta_rule_means_near_the_minimum_at_every_p(p, method):
+    """Defect: Algorithm 1's step is log(out/in)/(4p), so max|a-1| < delta stopped at gamma ~
+    tanh(2 p delta): minnorm(net, 50, method='multiplicative') said converged with the objective
+    0.6-1.1% above the minimum (gamma 0.07), 11-18% at p = 200. The rule is delta * min(1, 2/p)."""
+    from conftest import random_net
+    for sizes, seed in (((8, 12, 10, 6), 1), ((5, 9, 7, 8, 4), 1), ((20, 30, 20, 10), 2)):
+        net = random_net(sizes, seed=seed)
+        res = gl.minnorm(net, p, method=method, delta=1e-3)
+        best = gl.minnorm(net, p, gamma_tol=1e-12, max_iter=100_000).objective[-1]
+        assert res.converged and res.gamma[-1] < math.tanh(4e-3)
+        assert res.objective[-1] / best - 1 < 5e-5
+        # a graph (any network) follows the same rule
+        graph = gl.minnorm(gl.GaugeGraph.from_layered(net), p, method=method, delta=1e-3)
+        assert graph.converged and graph.gamma[-1] < math.tanh(4e-3)
+
+
+def test_the_delta_rule_is_unchanged_at_the_papers_exponents():
+    """At p <= 2 the rule is the paper's: the same updates as a loop on max|a-1| < delta."""
+    from gaugelit.solvers._loop import step_tolerance
+    for p in (0.5, 1.0, 2.0):
+        assert step_tolerance(1e-3, p) == 1e-3
+    assert step_tolerance(1e-3, 50.0) == 1e-3 * 2 / 50
+
+
+def _dead_unit_net(seed, sizes=(4, 7, 5, 6, 2)):
+    """Issue 22's case: weights spread over 1e+-2, one unit with zero incoming weights and one with
+    zero outgoing weights."""
+    rng = np.random.default_rng(seed)
+    W = [rng.standard_normal((m, n)) * 10 ** rng.uniform(-2, 2, (m, n)) for n, m in zip(sizes[:-1], sizes[1:])]
+    k1, k2 = rng.integers(1, len(sizes) - 1, 2)
+    W[k1 - 1][rng.integers(sizes[k1]), :] = 0
+    W[k2][:, rng.integers(sizes[k2])] = 0
+    return gl.LayeredNet(W)
+
+
+@pytest.mark.parametrize("seed", [0, 3, 11, 26, 54])
+def test_block_method_at_p1_with_dead_units_converges(seed):
+    """Defect: the block method ran its 100,000 sweeps with gamma stuck between 1e-10 and 6.5e-8
+    (Algorithm 1 converged in ~140 updates). Cause: the exact layer shift with dead units is a
+    Newton solve stopped on its decrement (< 1e-13 f), which is quadratic in the error, so the
+    shift stayed ~1e-8 off at the minimum and every sweep repeated that error; one more full Newton
+    step (kept if f does not rise) makes it quadratically small."""
+    net = _dead_unit_net(seed)
+    assert any(d.any() for d in gl.dead_units(net))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", gl.ConvergenceWarning)
+        res = gl.minnorm(net, 1.0, gamma_tol=1e-11, max_iter=500)
+    alg1 = gl.minnorm(net, 1.0, method="multiplicative", gamma_tol=1e-13, max_iter=10_000)
+    assert res.converged and res.iterations < 100 and res.gamma[-1] < 1e-11
+    np.testing.assert_allclose(res.objective[-1], alg1.objective[-1], rtol=1e-12)
+
+
+def test_a_layer_shift_beyond_float64_is_not_an_overflow_error():
+    """Defect (found by the extreme-gauge property test with a dead unit, layers 1e79 apart, p = 3):
+    the chain's shift formed exp(p c) with math.exp, which raised OverflowError out of minnorm; a
+    shift beyond float64 now shows as non-finite records and the graph's scale-safe state solves."""
+    for seed in (761, 1958, 1986):
+        net = small_net(seed, dead=[(seed % 3, seed % 7)])
+        rng = np.random.default_rng(seed + 1)
+        u = [LN10 * (rng.uniform(-79, 79) + rng.uniform(-1, 1, n) * 79 / 4) for n in net.sizes[1:-1]]
+        u = [np.where(d, 0.0, v) for d, v in zip(gl.dead_units(net), u)]
+        extreme = in_logs(net, u, "float64")
+        ref = gl.minnorm(net, 3.0, gamma_tol=1e-9, max_iter=2000)
+        res = gl.minnorm(extreme, 3.0, gamma_tol=1e-9, max_iter=2000)
+        assert res.converged and res.gamma[-1] < 1e-9
+        np.testing.assert_allclose(res.objective[-1], ref.objective[-1], rtol=1e-10)

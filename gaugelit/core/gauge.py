@@ -27,14 +27,27 @@ def rescale(net: LayeredNet, factors: Sequence) -> LayeredNet:
     a = []
     for k, f in enumerate(factors, start=1):
         array_module(f, net.weights[0], where=f"rescale: factors for hidden layer {k}")
-        f = xp.asarray(f, dtype=net.dtype)
+        f = xp.asarray(f)
+        if f.dtype.kind not in "fiu":       # complex: the cast would drop the imaginary part
+            raise TypeError(f"rescale: factors for hidden layer {k} must be real, got dtype {f.dtype}")
+        with _quiet(xp):                                 # beyond the dtype: the check below
+            f = f.astype(net.dtype, copy=False)
         if f.shape != (net.sizes[k],):
             raise ValueError(f"rescale: factors for hidden layer {k} must have shape ({net.sizes[k]},), "
                              f"got {tuple(f.shape)}")
         if not bool(xp.all(xp.isfinite(f) & (f > 0))):
-            raise ValueError(f"rescale: factors for hidden layer {k} must be finite and > 0")
+            raise ValueError(f"rescale: factors for hidden layer {k} must be finite and > 0 in the "
+                             f"network's {net.dtype}")
         a.append(f)
-    return _rescale_trusted(net, a)
+    with _quiet(xp):                                     # overflow is detected below, not warned
+        out = _rescale_trusted(net, a)
+    finite = xp.stack([xp.isfinite(W).all() for W in out.weights] + [xp.isfinite(b).all() for b in out.biases])
+    if not bool(finite.all()):                           # one host sync
+        ok, L = [bool(v) for v in finite], len(out.weights)
+        where = f"weights[{ok.index(False)}]" if False in ok[:L] else f"biases[{ok[L:].index(False)}]"
+        raise FloatingPointError(f"rescale: the rescaled {where} overflow {net.dtype} (factors "
+                                 f"of hidden layer{'s' if L > 2 else ''} next to it too large or too small)")
+    return out
 
 
 def _rescale_trusted(net: LayeredNet, factors) -> LayeredNet:

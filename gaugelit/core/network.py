@@ -48,22 +48,31 @@ def _check_array(a, name: str, xp, ndim: int):
         raise ValueError(f"{name}: {bad} non-finite entries (NaN or inf)")
 
 
-def check_inputs(net, X, where: str):
-    """Inputs ``X`` for ``net``: a plain 2-D array on its backend, ``(n >= 1, n_0)``, every entry
-    finite (NaN or inf would flow through the ReLUs into every output)."""
+def check_inputs(net, X, where: str, *, allow_empty: bool = False):
+    """Inputs ``X`` for ``net``: a plain 2-D array on its backend, ``(n >= 1, n_0)`` (``n = 0`` too
+    with ``allow_empty``: the forward pass of no examples; a loss of nothing stays an error), every
+    entry finite (NaN or inf would flow through the ReLUs into every output) and inside the range of
+    the network's dtype (a float64 ``1e300`` cast to float32 is inf)."""
     if not hasattr(X, "shape") or not hasattr(X, "dtype"):
         raise TypeError(f"{where}: expected an array, got {type(X).__name__}")
     plain_array(X, where)
     array_module(X, net.weights[0], where=f"{where} and the network")
     if X.ndim != 2 or X.shape[1] != net.sizes[0]:
         raise ValueError(f"{where} must have shape (batch, {net.sizes[0]}), got {tuple(X.shape)}")
-    if X.shape[0] == 0:
+    if X.shape[0] == 0 and not allow_empty:
         raise ValueError(f"{where} is empty (0 examples)")
     if X.dtype.kind not in "fiub":
         raise TypeError(f"{where}: dtype {X.dtype} is not a real dtype")
     if X.dtype.kind == "f" and not bool(net.xp.isfinite(X).all()):
         bad = int((~net.xp.isfinite(X)).sum())
         raise ValueError(f"{where} has {bad} non-finite entries (NaN or inf)")
+    if X.size and X.dtype.kind in "fiu" and X.dtype.itemsize > net.dtype.itemsize:
+        top = float(net.xp.abs(X).max())
+        limit = float(np.finfo(net.dtype).max)
+        if top > limit:
+            bad = int((net.xp.abs(X) > limit).sum())
+            raise ValueError(f"{where} has {bad} entries beyond what the network's {net.dtype} holds "
+                             f"(|x| up to {top:.3g} > {limit:.3g}); they would be inf in {net.dtype}")
 
 
 class LayeredNet:
@@ -136,7 +145,7 @@ class LayeredNet:
 
     def forward(self, X):
         """Outputs for inputs ``X`` of shape ``(batch, n_0)``: ReLU hidden layers, linear output."""
-        check_inputs(self, X, "forward: X")
+        check_inputs(self, X, "forward: X", allow_empty=True)
         h = X.astype(self.dtype, copy=False)
         for l, (W, b) in enumerate(zip(self.weights, self.biases)):
             h = h @ W.T + b

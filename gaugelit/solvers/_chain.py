@@ -24,6 +24,7 @@ import numpy as np
 from ..core.backend import array_module
 from ..core.gauge import _quiet
 from ..core.network import LayeredNet
+from ._loop import step_tolerance
 from ._steps import exact_log_factor, halfway, multiplicative_update, newton_shift
 
 __all__ = ["layer_shift", "algorithm1_in_log_domain"]
@@ -250,12 +251,19 @@ class ChainState:
         dt = self.fwd[0].dtype
         for k in range(1, L):
             self.set_u(k, self.u[k] + xp.asarray(shifts[k], dtype=dt)[:, None])
-        # math.exp, then the dtype: the same factor a single network's floats give; one transfer
-        down = xp.asarray([[math.exp(-p * c) for c in row] for row in shifts], dtype=dt)[..., None]
-        up = xp.asarray([[math.exp(p * c) for c in row] for row in shifts], dtype=dt)[..., None]
+        # math.exp, then the dtype: the same factor a single network's floats give; one transfer.
+        # A shift beyond float64 gives inf (not OverflowError): the records turn non-finite and the
+        # solve goes on in the graph's scale-safe state
+        down = xp.asarray([[_exp(-p * c) for c in row] for row in shifts], dtype=dt)[..., None]
+        up = xp.asarray([[_exp(p * c) for c in row] for row in shifts], dtype=dt)[..., None]
         for l in range(L):
             self.fwd[l] = self.fwd[l] * down[l]
             self.bwd[l] = self.bwd[l] * up[l + 1]
+
+
+def _exp(x: float) -> float:
+    """``math.exp``, inf where it would raise OverflowError."""
+    return math.exp(x) if x < 709.0 else math.inf
 
 
 def layer_shift(A, B=None, C=None, tol=1e-13, max_iter=100):
@@ -284,7 +292,9 @@ def layer_shift(A, B=None, C=None, tol=1e-13, max_iter=100):
     terms += [(math.log(B[l]), hidden(l + 1), -1) for l in range(L) if B[l] > 0]
     terms += [(math.log(C[l]), -1, hidden(l)) for l in range(L) if C[l] > 0]
     c, dst, src = zip(*terms)
-    return newton_shift(c, dst, src, L - 1, z0=closed, tol=tol, max_iter=max_iter)
+    # polish: a shift ~sqrt(tol) off at the minimum is repeated by every sweep of the block method,
+    # which then stalls (gamma stuck near 1e-9 at p = 1 with dead units; issue 22)
+    return newton_shift(c, dst, src, L - 1, z0=closed, tol=tol, max_iter=max_iter, polish=True)
 
 
 # -- is the chain's own state fit for this network? ------------------------------------------------
@@ -311,6 +321,22 @@ def unhealthy_layer(st: ChainState):
     if not bool(bad.any()):
         return None
     return int(xp.argmax(bad)) + 1
+
+
+def unhealthy_models(st: ChainState):
+    """Per model (a device boolean array ``(K,)``): some hidden unit's sums are non-finite or so
+    small that they have lost digits to underflow (:func:`unhealthy_layer`, model by model)."""
+    info = np.finfo(st.fwd[0].dtype)
+    floor = float(info.tiny) / float(info.eps)
+    xp, bad = st.xp, None
+    with _quiet(xp):
+        for k in range(1, st.L):
+            r, s = _unit_sums(st, k)
+            low = xp.minimum(r.min(axis=-1), s.min(axis=-1))
+            high = xp.maximum(r.max(axis=-1), s.max(axis=-1))
+            b = ~(xp.isfinite(high) & (low >= floor))
+            bad = b if bad is None else bad | b
+    return bad
 
 
 def lost_entries_matter(st: ChainState, M, weights) -> bool:
@@ -420,19 +446,29 @@ def algorithm1_in_log_domain(M, p, u, delta, max_iter, dead_units_of, products=N
 
     Returns ``(u, iterations, failed_at, converged)``: per model (host int arrays ``(K,)``) the
     updates applied and the update at which a factor turned non-finite (0: none); ``converged`` is
-    False when some model still moved after ``max_iter`` updates.
+    False when some model still moved after ``max_iter`` updates. A model whose sums at ``u`` its
+    dtype does not hold (non-finite, or lost to underflow: :func:`unhealthy_models`, as
+    :func:`~gaugelit.solvers.minnorm` decides for the chain's state) is stopped and reported as
+    failed at update 1, also where its factors stayed finite: its updates would be another F's.
+    The caller re-solves the failed models from their true weights (the training loop by
+    :func:`~gaugelit.solvers.minnorm`, which takes a scale-safe state).
     """
     xp = array_module(*(M if products is None else products[0]))
-    st = ChainState(M, p, xp, dead_units_of, u=u, products=products)
+    delta = step_tolerance(delta, p)      # minnorm's delta rule: delta * min(1, 2/p)
+    with _quiet(xp):                      # out-of-range values are detected, not warned about
+        st = ChainState(M, p, xp, dead_units_of, u=u, products=products)
     K = st.K
     active = xp.ones(K, dtype=bool)
     iterations = np.zeros(K, dtype=np.int64)
     failed_at = np.zeros(K, dtype=np.int64)
+    sick = unhealthy_models(st)           # read with the first update's flags: no extra sync
     for it in range(1, max_iter + 1):
         st.active = active
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        with _quiet(xp):
             step = multiplicative_update(st)
         finite = xp.isfinite(step)
+        if sick is not None:
+            finite, sick = finite & ~sick, None
         done = ~finite | (step < delta)
         flags = xp.stack([active, active & ~finite, active & ~done])       # one read per update
         flags = np.asarray(flags.get() if hasattr(flags, "get") else flags)
@@ -443,5 +479,6 @@ def algorithm1_in_log_domain(M, p, u, delta, max_iter, dead_units_of, products=N
         active = xp.asarray(flags[2])
         # all products, the input's and output's too: the given ones were summed by the training
         # step's row blocks, and these are the whole-matrix sums the next updates start from
-        st.refresh_products(range(st.L), range(st.L))
+        with _quiet(xp):
+            st.refresh_products(range(st.L), range(st.L))
     return st.u[1:-1], iterations, failed_at, False

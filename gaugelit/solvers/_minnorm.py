@@ -26,7 +26,7 @@ from ._chain import (
     unhealthy_layer,
 )
 from ._graph import GraphState, prebalanced
-from ._loop import GraphMinNormResult, MinNormResult, _iterate, _solver_args, _warn_unconverged
+from ._loop import GraphMinNormResult, MinNormResult, _iterate, _solver_args, _warn_unconverged, step_tolerance
 from ._steps import block_step, enorm_sweep, multiplicative_step
 
 __all__ = ["minnorm", "minnorm_graph", "enorm_style"]
@@ -44,7 +44,10 @@ def minnorm(net, p: float = 2.0, *, method: str | None = None, delta: float = 1e
     p : the norm exponent, any finite ``p > 0``.
     method : ``"block"`` (default, the fastest exact method) or ``"multiplicative"`` (Algorithm 1).
     delta : stop once an update changes every factor by less than ``delta``: ``max_i |a_i - 1| < delta``
-        (Algorithm 1's rule; the last update is applied and counted).
+        (Algorithm 1's rule; the last update is applied and counted). Above p = 2 the bound is
+        ``delta * 2 / p`` (:func:`~._loop.step_tolerance`): Algorithm 1's step shrinks as ``1/p``,
+        and so scaled the rule stops at the same imbalance (gamma below about ``tanh(4 delta)``)
+        and as near the minimum at every p; at ``p <= 2`` it is the paper's rule unchanged.
     gamma_tol : if given, replaces the delta rule: iterate until the imbalance (eq. 20) ``< gamma_tol``.
     max_iter : at most this many updates; a :class:`ConvergenceWarning` says when it was reached.
 
@@ -95,6 +98,7 @@ def _solve(graph: GaugeGraph, p, *, method, delta, gamma_tol, max_iter, net: Lay
     copy the result carries."""
     p = check_p(p)
     method, delta, gamma_tol, max_iter = _solver_args(method, delta, gamma_tol, max_iter, ("enorm-style",))
+    delta = step_tolerance(delta, p)       # the delta rule means near the minimum at every p
     graph.check()
     step, passes = _STEPS[method], 0.0
     weights = _chain_weights(graph)

@@ -36,14 +36,17 @@ def halfway(u, target):
     return u + (target - u) / 2
 
 
-def newton_shift(log_coeffs, dst, src, n: int, z0=None, *, tol: float = 1e-13, max_iter: int = 100):
+def newton_shift(log_coeffs, dst, src, n: int, z0=None, *, tol: float = 1e-13, max_iter: int = 100,
+                 polish: bool = False):
     """Minimise ``f(z) = sum_t exp(c_t + z[dst_t] - z[src_t])`` over ``z`` (``n`` entries; index
     ``-1`` stands for a fixed group, ``z = 0``): F restricted to one common log-scale per group.
 
     ``f`` is convex; where every free group is joined to a fixed one through terms, strictly.
     Newton's method with backtracking (Armijo, factor 1/4), from ``z0`` (default 0), the
     coefficients scaled by their largest so that ``f`` stays near 1; stops when the Newton
-    decrement falls below ``tol f``. Returns ``z`` (float64)."""
+    decrement falls below ``tol f`` (with ``polish``, after one last full Newton step, kept if
+    ``f`` does not rise: the decrement is quadratic in the error, so below ``tol f`` z may still
+    be ~sqrt(tol) off). Returns ``z`` (float64)."""
     c = np.asarray(log_coeffs, dtype=np.float64)
     D, S = np.asarray(dst, dtype=np.int64), np.asarray(src, dtype=np.int64)
     A = np.exp(c - c.max())
@@ -71,6 +74,16 @@ def newton_shift(log_coeffs, dst, src, n: int, z0=None, *, tol: float = 1e-13, m
             break
         dec = -g @ step
         if not dec > tol * f:
+            if not polish:
+                break
+            # The decrement is quadratic in the distance to the minimiser: below tol f, z may still
+            # be ~sqrt(tol) off (1e-8 at a dead unit's layer, which the block method's sweeps then
+            # repeat forever: gamma stuck near 1e-9 at p = 1). One more full Newton step, kept if
+            # it does not raise f, makes that error quadratically small.
+            trial = z + step
+            et, ft = evaluate(trial)
+            if ft <= f:
+                z = trial
             break
         t = 1.0
         while True:                                          # backtracking keeps f decreasing

@@ -26,12 +26,13 @@ view of the stack, not a copy.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
-from ..core.gauge import _abs_pow, _dead_units
+from ..core.gauge import _abs_pow, _dead_units, _quiet
 from ..core.network import LayeredNet
-from ..solvers import algorithm1_in_log_domain
+from ..solvers import ConvergenceWarning, algorithm1_in_log_domain, minnorm
 from .steps import _eg_plus_minus, _loss_and_output_grad
 
 __all__ = ["Stack"]
@@ -160,9 +161,23 @@ class Stack:
         if self.products is None or self.gauge_p != p:
             self.gauge_p = p
             self.products = self._blocked_pass(None)
+        start = [v[:g] for v in self.u]
         u, iterations, failed_at, converged = algorithm1_in_log_domain(
-            self._power, p, [v[:g] for v in self.u], delta, max_iter, self._dead_units, products=self.products)
+            self._power, p, start, delta, max_iter, self._dead_units, products=self.products)
         self.products = None
+        self.gauge_errors = {}
+        if failed_at.any():              # sums the dtype does not hold: re-solve as minnorm does
+            u = [x.copy() for x in u]
+            for j in np.flatnonzero(failed_at):
+                try:
+                    a, its, ok = self._resolve(j, [v[j] for v in start], p, delta, max_iter)
+                except FloatingPointError as err:
+                    self.gauge_errors[int(j)] = str(err)
+                    continue
+                for x, v0, aj in zip(u, start, a):
+                    x[j] = v0[j] + aj
+                iterations[j], failed_at[j] = its, 0
+                converged = converged and ok
         if g == self.k:
             self.u = list(u)
         else:
@@ -170,6 +185,31 @@ class Stack:
                 v[:g] = new
         self.u_zero = False
         return iterations, failed_at, converged
+
+    def _resolve(self, j, u, p, delta, max_iter):
+        """Algorithm 1 for model ``j`` (log factors ``u``) by :func:`~gaugelit.solvers.minnorm` on its
+        true network formed in float64 logs (the common scale ``s`` does not move the factors):
+        minnorm's scale-safe state and prebalanced copy, the same rule (``delta``). Returns the
+        log-factors to add to ``u``, the updates and whether the rule held; FloatingPointError when
+        the balanced network is not representable in float64."""
+        xp = self.xp
+        uu = [None] + [v.astype(np.float64) for v in u] + [None]
+        weights = []
+        for l, S in enumerate(self.S):
+            left = 0.0 if uu[l + 1] is None else uu[l + 1][:, None]
+            right = 0.0 if uu[l] is None else uu[l][None, :]
+            with _quiet(xp):
+                weights.append(S[j].astype(np.float64) * xp.exp(left - right))
+        for l, W in enumerate(weights):
+            if not bool(xp.isfinite(W).all()):
+                raise FloatingPointError(f"the network's weights[{l}] overflow float64 in this gauge")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)   # reported by the caller
+            res = minnorm(LayeredNet._trusted(weights, [xp.zeros(W.shape[0]) for W in weights], xp), p,
+                          method="multiplicative", delta=delta, max_iter=max_iter)
+        with _quiet(xp):
+            a = [xp.log(f.astype(np.float64)).astype(self.dtype) for f in res.factors]
+        return a, res.iterations, res.converged
 
     def _power(self):
         """``|S[:g]|^p``, formed once per move of the weights."""

@@ -286,17 +286,21 @@ def _train(nets, X, y, *, gauge, seeds, where, optimizer, p, lr, weight_decay, e
 
     def record(epoch, seconds, gauge_iterations):
         failed, messages = [], []
+        # every batch loss of the epoch was finite (else the model was dropped): a non-finite value
+        # here first appeared in the epoch's last update
+        when = (f"after step {steps_per_epoch} of {steps_per_epoch} (the last) of epoch {epoch}, whose "
+                f"batch losses were all finite" if epoch else "at the start")
         for j, i in enumerate(alive):
             try:
-                _record(histories[i], stack.net(j), epoch, seconds, int(gauge_iterations[j]))
+                _record(histories[i], stack.net(j), epoch, seconds, int(gauge_iterations[j]), when)
             except FloatingPointError as err:       # a norm of the network that overflows, etc.
                 failed.append(j)
                 messages.append(str(err) if isinstance(err, TrainingDiverged) else
-                                f"train: after epoch {epoch} (lr={lr:g}): {err}")
+                                f"train: {when} (lr={lr:g}): {err}")
         if failed:
             drop(failed, messages)
 
-    def _record(history, net, epoch, seconds, gauge_iterations):
+    def _record(history, net, epoch, seconds, gauge_iterations, when):
         stats = evaluate(net, X, y, p, weight_decay, loss=loss)
         for key, value in (("epoch", epoch), ("lr", lr), ("reg_loss", stats["reg_loss"]),
                            ("data_loss", stats["data_loss"]), ("seconds", seconds),
@@ -306,7 +310,7 @@ def _train(nets, X, y, *, gauge, seeds, where, optimizer, p, lr, weight_decay, e
             try:
                 least_norm = float(minnorm(net, p, delta=1e-4).objective[-1])
             except FloatingPointError as err:
-                raise TrainingDiverged(f"train: the minimum-norm gauge after epoch {epoch} failed: {err}") from None
+                raise TrainingDiverged(f"train: the minimum-norm gauge {when} failed: {err}") from None
             history.setdefault("reg_loss_min_norm", []).append(stats["data_loss"] + weight_decay * least_norm / p)
         if loss == "log":
             history.setdefault("log_loss", []).append(stats["log_loss"])
@@ -317,7 +321,7 @@ def _train(nets, X, y, *, gauge, seeds, where, optimizer, p, lr, weight_decay, e
                 test["error"] if loss == "log" else test["data_loss"])
         bad = [key for key, values in history.items() if not math.isfinite(values[-1])]
         if bad:     # e.g. a last step that diverged: its loss was finite, the network is not
-            raise TrainingDiverged(f"train: non-finite {', '.join(bad)} after epoch {epoch} (lr={lr:g}); "
+            raise TrainingDiverged(f"train: non-finite {', '.join(bad)} {when} (lr={lr:g}); "
                                    f"lower the learning rate")
 
     bar = tqdm(total=epochs * steps_per_epoch, disable=not progress, leave=False,
@@ -342,10 +346,11 @@ def _train(nets, X, y, *, gauge, seeds, where, optimizer, p, lr, weight_decay, e
                                   ConvergenceWarning, stacklevel=4)
                 if failed_at.any():
                     bad = np.flatnonzero(failed_at)
-                    keep = drop(bad, [f"train: weights non-finite before epoch {epoch}, step {s + 1} (gauge "
-                                      f"fixing failed: Algorithm 1: non-finite update {int(failed_at[j])}; the "
-                                      f"weights' |W|^p may overflow or underflow {np.dtype(first.dtype)} at "
-                                      f"p={p})" for j in bad])
+                    keep = drop(bad, [f"train: gauge fixing before epoch {epoch}, step {s + 1} of "
+                                      f"{steps_per_epoch} failed: Algorithm 1 left the range of "
+                                      f"{np.dtype(first.dtype)} at p={p:g} (update {int(failed_at[j])}), and "
+                                      f"re-solving from the true weights failed: "
+                                      f"{stack.gauge_errors.get(int(j), 'no reason given')}" for j in bad])
                     orders, losses, iterations = _kept(xp, keep, orders, losses, iterations)
                     if not alive:
                         break
@@ -364,9 +369,11 @@ def _train(nets, X, y, *, gauge, seeds, where, optimizer, p, lr, weight_decay, e
                 checked = s + 1
                 if not finite.all():
                     bad = np.flatnonzero(~finite.all(axis=0))
-                    keep = drop(bad, [f"train: non-finite loss at epoch {epoch}, step "
-                                      f"{s + 1 - len(window) + int(np.argmin(finite[:, j])) + 1} of "
-                                      f"{steps_per_epoch} (lr={lr:g}); lower the learning rate" for j in bad])
+                    first_bad = [s + 1 - len(window) + int(np.argmin(finite[:, j])) + 1 for j in bad]
+                    made = [f"on the weights the update of step {k - 1} made" if k > 1 else
+                            "on the epoch's first weights" for k in first_bad]
+                    keep = drop(bad, [f"train: non-finite loss at epoch {epoch}, step {k} of {steps_per_epoch} "
+                                      f"({m}; lr={lr:g}); lower the learning rate" for k, m in zip(first_bad, made)])
                     orders, losses, iterations = _kept(xp, keep, orders, losses, iterations)
                     if not alive:
                         break

@@ -27,7 +27,6 @@ tests, the toy problem); the penalty itself costs a few elementwise passes over 
 """
 from __future__ import annotations
 
-import math
 import warnings
 from contextlib import nullcontext as _nullcontext
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.backend import array_module
+from ..core.checks import integer, real
 from ..core.gauge import balance_gaps, rescale
 from ..core.graph import GaugeGraph
 from ..core.network import LayeredNet
@@ -46,12 +46,8 @@ __all__ = ["soft_gauge_penalty", "rescaling_generators", "generator_combination"
 
 
 def _check_strength(strength) -> float:
-    if isinstance(strength, bool) or not isinstance(strength, (int, float, np.floating, np.integer)):
-        raise TypeError(f"soft_gauge_penalty: strength must be a real number, got {strength!r}")
-    strength = float(strength)
-    if not math.isfinite(strength) or strength < 0:
-        raise ValueError(f"soft_gauge_penalty: strength must be finite and >= 0, got {strength}")
-    return strength
+    # the shared number check: a 0-d array is a real number too (the README's policy)
+    return real(strength, "soft_gauge_penalty: strength", low=0)
 
 
 def _hidden_vectors(net: LayeredNet, coefficients, where: str):
@@ -152,12 +148,9 @@ def soft_gauge_flow(net: LayeredNet, strength, duration: float, steps: int = 100
     function is unchanged up to the integrator's error; the gaps obey ``dDelta/dt = -2 mu G Delta``.
     """
     mu = _check_strength(strength)
-    duration = float(duration)
-    if not (math.isfinite(duration) and duration >= 0):
-        raise ValueError(f"soft_gauge_flow: duration must be finite and >= 0, got {duration}")
-    if int(steps) != steps or steps < 1:
-        raise ValueError(f"soft_gauge_flow: steps must be an integer >= 1, got {steps}")
-    h = duration / int(steps)
+    duration = real(duration, "soft_gauge_flow: duration", low=0)
+    steps = integer(steps, "soft_gauge_flow: steps", low=1)
+    h = duration / steps
 
     def velocity(state):
         _, gw, gb = soft_gauge_penalty(state, mu)
@@ -168,7 +161,7 @@ def soft_gauge_flow(net: LayeredNet, strength, duration: float, steps: int = 100
                                    [b + t * v for b, v in zip(state.biases, vel[1])], state.xp)
 
     state = net.copy()
-    for _ in range(int(steps)):
+    for _ in range(steps):
         k1 = velocity(state)
         k2 = velocity(moved(state, k1, h / 2))
         k3 = velocity(moved(state, k2, h / 2))
@@ -323,10 +316,9 @@ def gauge_coordinates(net: LayeredNet, *, tol: float | None = None, max_iter: in
     """
     if not isinstance(net, LayeredNet):
         raise TypeError(f"gauge_coordinates: expected a LayeredNet, got {type(net).__name__}")
-    tol = 100 * float(np.finfo(np.dtype(str(net.dtype))).eps) if tol is None else float(tol)
-    if not (tol > 0):
-        raise ValueError(f"gauge_coordinates: tol must be > 0, got {tol}")
-    v, live = _balancing_log_factors(net, tol, int(max_iter))
+    tol = 100 * float(np.finfo(np.dtype(str(net.dtype))).eps) if tol is None else \
+        real(tol, "gauge_coordinates: tol", low=0, low_open=True)
+    v, live = _balancing_log_factors(net, tol, integer(max_iter, "gauge_coordinates: max_iter", low=1))
     balanced = rescale(net, [net.xp.exp(x) for x in v])
     return GaugeCoordinates(net=net, balanced=balanced, log_scales=[-x for x in v],
                             gaps=balance_gaps(net, 2.0, include_bias=True), live=live)

@@ -119,10 +119,18 @@ def _trained_biases(net, train_hidden_biases):
     return range(L) if train_hidden_biases else (L - 1,)
 
 
+def _check_step(where, lr, weight_decay):
+    """A step's ``lr`` (finite, > 0) and ``weight_decay`` (finite, >= 0), as floats."""
+    return real(lr, f"{where}: lr", low=0, low_open=True), real(weight_decay, f"{where}: weight_decay", low=0)
+
+
 def sgd_step(net: LayeredNet, grad_weights, grad_biases, lr: float, weight_decay: float, *,
              train_hidden_biases: bool = False) -> None:
     """One SGD step with l2 weight decay, in place (eqs. 38-39):
-    ``W <- W - lr (g + lambda W)``; only the output biases move unless ``train_hidden_biases``."""
+    ``W <- W - lr (g + lambda W)``; only the output biases move unless ``train_hidden_biases``.
+    ``lr > 0`` and ``weight_decay >= 0`` must be finite real numbers."""
+    lr, weight_decay = _check_step("sgd_step", lr, weight_decay)
+    train_hidden_biases = switch(train_hidden_biases, "sgd_step: train_hidden_biases")
     for W, g in zip(net.weights, grad_weights):
         if weight_decay:
             W *= 1 - lr * weight_decay
@@ -158,7 +166,10 @@ def egd_step(net: LayeredNet, grad_weights, grad_biases, lr: float, weight_decay
     ``W <- W exp(-lr sign(W) g - lr lambda)``; signs never change, and a zero stays zero.
 
     ``bias_scale=None`` updates the trained biases by eq. (41) as printed (a zero bias stays zero);
-    a number, or one per layer, is ``beta`` of EG+- (:data:`EGD_BIASES`), which moves any bias."""
+    a number, or one per layer, is ``beta`` of EG+- (:data:`EGD_BIASES`), which moves any bias.
+    ``lr > 0`` and ``weight_decay >= 0`` must be finite real numbers."""
+    lr, weight_decay = _check_step("egd_step", lr, weight_decay)
+    train_hidden_biases = switch(train_hidden_biases, "egd_step: train_hidden_biases")
     xp = net.xp
     for W, g in zip(net.weights, grad_weights):
         W *= xp.exp(-lr * (xp.sign(W) * g + weight_decay))

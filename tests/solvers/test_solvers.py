@@ -32,7 +32,8 @@ def algorithm1_as_printed(net, p, delta, max_iter=100_000):
 def test_multiplicative_is_algorithm_1(p):
     net = random_net([5, 8, 6, 7, 3], seed=11)
     res = gl.minnorm(net, p, method="multiplicative", delta=1e-4)
-    W, b, iterations, objective = algorithm1_as_printed(net, p, 1e-4)
+    # above p = 2 the delta rule's bound is delta * 2 / p (issue 22: near the minimum at every p)
+    W, b, iterations, objective = algorithm1_as_printed(net, p, 1e-4 * min(1.0, 2.0 / p))
     assert res.iterations == iterations and res.converged
     np.testing.assert_allclose(res.objective, objective, rtol=1e-10)
     for got, want in zip(res.net.weights + res.net.biases, W + b):
