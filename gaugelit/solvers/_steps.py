@@ -73,12 +73,14 @@ def newton_shift(log_coeffs, dst, src, n: int, z0=None, *, tol: float = 1e-13, m
     return newton(evaluate, direction, z, tol=tol, max_iter=max_iter)
 
 
-def newton(evaluate, direction, z, *, tol: float, max_iter: int):
+def newton(evaluate, direction, z, *, tol: float, max_iter: int, trust_below: float = 0.0):
     """Newton's method with backtracking (Armijo, factor 1/4, steps halved), written once for every
     convex minimisation of the solvers: ``evaluate(z) -> (state, f)``, ``direction(z, state) ->
     (step, decrement)`` (``decrement = -grad . step``) or None when no step can be formed. Stops
     when the decrement falls below ``tol f``, when no step decreases ``f``, or after ``max_iter``
-    steps; returns ``z``."""
+    steps; returns ``z``. ``trust_below > 0``: a step whose decrement is below ``trust_below f``
+    (where Newton converges quadratically and the decrease ``~ dec`` is lost in the rounding of
+    ``f``) is taken whole, without the test of decrease."""
     e, f = evaluate(z)
     for _ in range(max_iter):
         d = direction(z, e)
@@ -88,6 +90,10 @@ def newton(evaluate, direction, z, *, tol: float, max_iter: int):
         dec = float(dec)
         if not dec > tol * f:
             break
+        if dec < trust_below * f:
+            z = z + step
+            e, f = evaluate(z)
+            continue
         t = 1.0
         while True:                                          # backtracking keeps f decreasing
             trial = z + t * step
