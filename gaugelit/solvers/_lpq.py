@@ -31,12 +31,26 @@ import numpy as np
 from ..core.checks import real
 from ..core.gauge import _quiet
 from ..core.graph import GaugeGraph
+from ..core.network import check_p
 from ._chain import factors_in_dtype, rescale_in_logs
 from ._graph import colour_groups
 from ._loop import GraphMinNormResult, _iterate, _warn_unconverged
 from ._steps import newton, newton_shift
 
-__all__ = ["check_q", "lpq_kappa", "LpqState", "solve_lpq"]
+__all__ = ["check_q", "lpq_kappa", "lpq_norm", "LpqState", "solve_lpq"]
+
+
+def lpq_norm(net, p: float, q: float) -> float:
+    """``||W||_{p,q}^q = sum_i (sum_j |W_ij|^p)^(q/p)`` of a chain (rows: every hidden and output unit's
+    incoming weights, biases not counted), in float64 on the host."""
+    p, q = check_p(p), check_q(q, p)
+    total = 0.0
+    for W in net.weights:
+        w = abs(W.astype(np.float64))
+        total += float(((w ** p).sum(axis=1) ** (q / p)).sum())
+    if not math.isfinite(total):
+        raise FloatingPointError(f"lpq_norm: ||W||_{{p,q}}^q overflows float64 at p={p:g}, q={q:g}")
+    return total
 
 
 def check_q(q, p: float) -> float:
