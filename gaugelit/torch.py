@@ -563,12 +563,13 @@ def gauge_graph(model: nn.Module) -> GaugeGraph:
         return tm.graph()
 
 
-def minnorm_(model: nn.Module, p: float = 2.0, *, method: str | None = None, delta: float = 1e-3,
-             gamma_tol: float | None = None, max_iter: int = 10_000, example_input=None,
+def minnorm_(model: nn.Module, p: float = 2.0, *, q: float | None = None, method: str | None = None,
+             delta: float = 1e-3, gamma_tol: float | None = None, max_iter: int = 10_000, example_input=None,
              fold_batchnorm: bool = False, _traced: _Model | None = None, _optimizer=None) -> GraphMinNormResult:
     """Rescale ``model``'s weights and biases in place to the minimum of ``sum |W|^p`` over its gauge.
 
-    Arguments as :func:`gaugelit.minnorm`. Returns its result with ``.net = model``, ``.factors`` and
+    Arguments as :func:`gaugelit.minnorm` (``q``: the l_{p,q} norm's outer exponent).
+    Returns its result with ``.net = model``, ``.factors`` and
     ``.dead_units`` per group of ``.graph``, and ``.fixed_units``: ``(group, channels, reason)``.
     The model's parameters must share one device and dtype (float32 or float64); the solver runs
     there, so ``.factors`` are NumPy arrays for a CPU model and CuPy arrays for a CUDA model, and the
@@ -583,7 +584,7 @@ def minnorm_(model: nn.Module, p: float = 2.0, *, method: str | None = None, del
     tm = _traced or _Model(model)
     with _on_device(tm.device()):                  # the solver's arrays on the parameters' device
         graph = tm.graph()
-        res = minnorm_graph(graph, p, method=method, delta=delta, gamma_tol=gamma_tol, max_iter=max_iter)
+        res = minnorm_graph(graph, p, q, method=method, delta=delta, gamma_tol=gamma_tol, max_iter=max_iter)
     before = saved = None
     if example_input is not None:
         was_training = model.training

@@ -5,7 +5,9 @@ its layers; its own state is the fast path inside the solver (:mod:`._chain`).""
 from ._chain import algorithm1_in_log_domain, layer_shift
 from ._graph import colour_groups
 from ._loop import METHODS, ConvergenceWarning, GraphMinNormResult, MinNormResult
+from ._lpq import lpq_kappa, lpq_norm
 from ._minnorm import enorm_style, minnorm, minnorm_graph
 
 __all__ = ["minnorm", "MinNormResult", "GraphMinNormResult", "ConvergenceWarning", "METHODS",
-           "minnorm_graph", "enorm_style", "colour_groups", "layer_shift", "algorithm1_in_log_domain"]
+           "minnorm_graph", "enorm_style", "colour_groups", "layer_shift", "algorithm1_in_log_domain",
+           "lpq_norm", "lpq_kappa"]

@@ -27,6 +27,7 @@ from ._chain import (
 )
 from ._graph import GraphState, prebalanced
 from ._loop import GraphMinNormResult, MinNormResult, _iterate, _solver_args, _warn_unconverged, step_tolerance
+from ._lpq import check_q, solve_lpq
 from ._steps import block_step, enorm_sweep, multiplicative_step
 
 __all__ = ["minnorm", "minnorm_graph", "enorm_style"]
@@ -35,13 +36,18 @@ __all__ = ["minnorm", "minnorm_graph", "enorm_style"]
 _STEPS = {"block": block_step, "multiplicative": multiplicative_step, "enorm-style": enorm_sweep}
 
 
-def minnorm(net, p: float = 2.0, *, method: str | None = None, delta: float = 1e-3,
+def minnorm(net, p: float = 2.0, q: float | None = None, *, method: str | None = None, delta: float = 1e-3,
             gamma_tol: float | None = None, max_iter: int = 10_000) -> MinNormResult:
-    """Rescale ``net`` to the minimum of ``sum_ij |W_ij|^p`` over its gauge orbit.
+    """Rescale ``net`` to the minimum of ``sum_ij |W_ij|^p`` over its gauge orbit, or with ``q`` of the
+    l_{p,q} norm ``sum_i (sum_j |W_ij|^p)^(q/p)`` (rows: the incoming weights of every hidden and output
+    unit, biases not counted; Saul, TMLR 2023).
 
     Parameters
     ----------
     p : the norm exponent, any finite ``p > 0``.
+    q : the outer exponent, any finite ``q > 0``; None (default) or ``q == p``: the l_p objective,
+        solved as without it. For ``q != p`` the records are ``||W||_{p,q}^q`` and the l_{p,q}
+        imbalance, and the solve runs in float64 (:mod:`._lpq`).
     method : ``"block"`` (default, the fastest exact method) or ``"multiplicative"`` (Algorithm 1).
     delta : stop once an update changes every factor by less than ``delta``: ``max_i |a_i - 1| < delta``
         (Algorithm 1's rule; the last update is applied and counted). Above p = 2 the bound is
@@ -59,7 +65,7 @@ def minnorm(net, p: float = 2.0, *, method: str | None = None, delta: float = 1e
     :class:`~gaugelit.core.graph.DenseNet` (the paper's general ``W``, eq. 2); a graph's result is a
     :class:`GraphMinNormResult` (factors and dead units per group).
     """
-    kw = dict(method=method, delta=delta, gamma_tol=gamma_tol, max_iter=max_iter)
+    kw = dict(method=method, delta=delta, gamma_tol=gamma_tol, max_iter=max_iter, q=q)
     if isinstance(net, LayeredNet):
         res = _solve(GaugeGraph.from_layered(net), p, net=net, **kw)
         return MinNormResult(net=res.net, factors=res.factors[1:-1], iterations=res.iterations,
@@ -72,14 +78,14 @@ def minnorm(net, p: float = 2.0, *, method: str | None = None, delta: float = 1e
     return _solve(net, p, **kw)
 
 
-def minnorm_graph(graph: GaugeGraph, p: float = 2.0, *, method: str | None = None, delta: float = 1e-3,
-                  gamma_tol: float | None = None, max_iter: int = 10_000) -> GraphMinNormResult:
+def minnorm_graph(graph: GaugeGraph, p: float = 2.0, q: float | None = None, *, method: str | None = None,
+                  delta: float = 1e-3, gamma_tol: float | None = None, max_iter: int = 10_000) -> GraphMinNormResult:
     """:func:`minnorm` on a graph; same arguments, rules and result.
 
     ``.factors[g]`` holds group g's factors (ones for fixed groups), ``.dead_units[g]`` its dead units,
     ``.net`` the rescaled network when the graph knows how to build it (``graph.rescaled``), else None.
     """
-    return _solve(graph, p, method=method, delta=delta, gamma_tol=gamma_tol, max_iter=max_iter)
+    return _solve(graph, p, method=method, delta=delta, gamma_tol=gamma_tol, max_iter=max_iter, q=q)
 
 
 def enorm_style(graph: GaugeGraph, p: float = 2.0, *, gamma_tol: float = 1e-6,
@@ -93,13 +99,16 @@ def enorm_style(graph: GaugeGraph, p: float = 2.0, *, gamma_tol: float = 1e-6,
     return _solve(graph, p, method="enorm-style", delta=1e-3, gamma_tol=gamma_tol, max_iter=max_iter)
 
 
-def _solve(graph: GaugeGraph, p, *, method, delta, gamma_tol, max_iter, net: LayeredNet | None = None):
+def _solve(graph: GaugeGraph, p, *, method, delta, gamma_tol, max_iter, net: LayeredNet | None = None, q=None):
     """The solve of every front door; ``net``: the chain the graph was built from, whose rescaled
-    copy the result carries."""
+    copy the result carries; ``q`` (None: ``p``) the l_{p,q} norm's outer exponent."""
     p = check_p(p)
+    q = check_q(q, p)
     method, delta, gamma_tol, max_iter = _solver_args(method, delta, gamma_tol, max_iter, ("enorm-style",))
-    delta = step_tolerance(delta, p)       # the delta rule means near the minimum at every p
     graph.check()
+    if q != p:      # the l_{p,q} solvers have their own stopping rule (book/lpq.md)
+        return solve_lpq(graph, p, q, method=method, delta=delta, gamma_tol=gamma_tol, max_iter=max_iter, net=net)
+    delta = step_tolerance(delta, p)       # the delta rule means near the minimum at every p
     step, passes = _STEPS[method], 0.0
     weights = _chain_weights(graph)
     if weights is not None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["exact_log_factor", "halfway", "newton_shift", "multiplicative_update", "multiplicative_step",
+__all__ = ["exact_log_factor", "halfway", "newton_shift", "newton", "multiplicative_update", "multiplicative_step",
            "block_step", "enorm_sweep"]
 
 
@@ -56,9 +56,7 @@ def newton_shift(log_coeffs, dst, src, n: int, z0=None, *, tol: float = 1e-13, m
         e = A * np.exp(zz[D] - zz[S])
         return e, float(e.sum())
 
-    z = np.zeros(n) if z0 is None else np.asarray(z0, dtype=np.float64).copy()
-    e, f = evaluate(z)
-    for _ in range(max_iter):
+    def direction(z, e):
         grad = np.zeros(n + 1)
         np.add.at(grad, D, e)
         np.add.at(grad, S, -e)
@@ -71,8 +69,30 @@ def newton_shift(log_coeffs, dst, src, n: int, z0=None, *, tol: float = 1e-13, m
         try:        # a group joined to nothing fixed has a zero mode: the tiny ridge picks z = 0 there
             step = np.linalg.solve(H + 1e-14 * np.trace(H) * np.eye(n), -g)
         except np.linalg.LinAlgError:
+            return None
+        return step, -g @ step
+
+    z = np.zeros(n) if z0 is None else np.asarray(z0, dtype=np.float64).copy()
+    return newton(evaluate, direction, z, tol=tol, max_iter=max_iter, polish=polish)
+
+
+def newton(evaluate, direction, z, *, tol: float, max_iter: int, trust_below: float = 0.0,
+           polish: bool = False):
+    """Newton's method with backtracking (Armijo, factor 1/4, steps halved), written once for every
+    convex minimisation of the solvers: ``evaluate(z) -> (state, f)``, ``direction(z, state) ->
+    (step, decrement)`` (``decrement = -grad . step``) or None when no step can be formed. Stops
+    when the decrement falls below ``tol f``, when no step decreases ``f``, or after ``max_iter``
+    steps; returns ``z``. ``trust_below > 0``: a step whose decrement is below ``trust_below f``
+    (where Newton converges quadratically and the decrease ``~ dec`` is lost in the rounding of
+    ``f``) is taken whole, without the test of decrease. ``polish``: at the stop, one last full
+    Newton step, kept if ``f`` does not rise."""
+    e, f = evaluate(z)
+    for _ in range(max_iter):
+        d = direction(z, e)
+        if d is None:
             break
-        dec = -g @ step
+        step, dec = d
+        dec = float(dec)
         if not dec > tol * f:
             if not polish:
                 break
@@ -85,6 +105,10 @@ def newton_shift(log_coeffs, dst, src, n: int, z0=None, *, tol: float = 1e-13, m
             if ft <= f:
                 z = trial
             break
+        if dec < trust_below * f:
+            z = z + step
+            e, f = evaluate(z)
+            continue
         t = 1.0
         while True:                                          # backtracking keeps f decreasing
             trial = z + t * step

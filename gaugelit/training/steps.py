@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.backend import array_module
-from ..core.checks import integer, plain_array, real
+from ..core.checks import integer, plain_array, real, switch
 from ..core.gauge import _exp_total, _log_pnorm_terms
 from ..core.network import LayeredNet, check_inputs, check_p
 
