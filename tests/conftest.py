@@ -1,8 +1,17 @@
 """Shared fixtures: every backend test runs on NumPy, and on CuPy where it imports and sees a device."""
+import os
+
 import numpy as np
 import pytest
+from hypothesis import settings
 
 from gaugelit.core.backend import cupy_available
+
+# Property tests draw the same examples on every run: a failure is a defect to reproduce, not a
+# draw that CI may or may not make (HYPOTHESIS_PROFILE=explore draws new examples each run).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 BACKENDS = ["numpy"] + (["cupy"] if cupy_available() else [])
 
