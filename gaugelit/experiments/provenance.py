@@ -76,12 +76,16 @@ CHANGES = (
     Change("607fedf908d438c3", "752f9f7892323005",
            "_fold also resets the stored scale and the zero-u flag its two callers reset (same arithmetic)",
            _never),
-    Change("752f9f7892323005", "758ac6ff70e767e6",
+    Change("752f9f7892323005", "2b852975ce410485",
            "layout only: the modules moved into the layers core, solvers, training and experiments, each "
            "idea written once (one Algorithm-1 update, one Newton solve, one training step for one model "
            "or many); every public number the same (tests/golden: float64 to 1e-12, float32 to its "
            "rounding), the fingerprint now covers "
-           "the layers' modules by path", _never),
+           "the layers' modules by path; since then options that leave the paper's settings' numbers "
+           "unchanged (train's gauge_fix='init' and lr_scale, minnorm's q for the l_{p,q} norm, EG+-'s beta "
+           "taken before any balancing, which no balancing of the output units moves) and reliability "
+           "checks (the delta rule scaled with p above p = 2 only; a re-solve where the dtype cannot "
+           "hold Algorithm 1's sums; a polished Newton shift at dead units, of ~1e-8)", _never),
 )
 
 
