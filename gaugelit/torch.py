@@ -770,6 +770,8 @@ class _Model:
 
     def check_finite(self, where=""):
         for name, t in self.rescaled():
+            if _finite(t):
+                continue
             bad = ~torch.isfinite(t.detach())
             if bool(bad.any()):
                 raise GaugeError(f"{where}parameter {name!r} has {int(bad.sum())} non-finite entries "
@@ -838,6 +840,14 @@ class _Model:
         return out
 
 
+def _finite(t):
+    """All entries finite, without a full-size temporary: NaN and inf reach the min or the max."""
+    if not t.numel():
+        return True
+    lo, hi = torch.aminmax(t.detach())
+    return bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))
+
+
 def _check_params(model):
     """One dtype (float32 or float64) and one device for all parameters, before anything runs."""
     first = t0 = None
@@ -865,22 +875,30 @@ _GRAD_LIKE = {"momentum_buffer", "exp_avg"}          # scale like the gradient: 
 _SQUARED = {"exp_avg_sq", "max_exp_avg_sq", "sum", "square_avg"}   # like the gradient squared
 
 
-def _scale_(param, s, optimizer, name):
-    """``param *= s`` in place (``s`` broadcasts), and its optimizer state like the gradient (``/ s``)
-    or its square (``/ s^2``)."""
-    param.mul_(s)
+def _scale_(param, muls, optimizer, name, divs=()):
+    """``param *= m`` for each ``m`` in ``muls`` and ``/= d`` for each in ``divs``, in place (each
+    broadcasts, so no full-size factor is formed), and its optimizer state like the gradient
+    (the inverse) or its square (the inverse squared)."""
+    for m in muls:
+        param.mul_(m)
+    for d in divs:
+        param.div_(d)
     if optimizer is None:
         return
     for key, st in optimizer.state.get(param, {}).items():
         if not torch.is_tensor(st) or st.shape != param.shape:
             continue                                  # e.g. Adam's step counter
         if key in _GRAD_LIKE:
-            st.div_(s)
+            power = 1
         elif key in _SQUARED:
-            st.div_(s * s)
+            power = 2
         else:
             raise GaugeError(f"optimizer state {key!r} of parameter {name!r}: gaugelit does not know how it "
                              "transforms under a rescaling")
+        for m in muls:
+            st.div_(m if power == 1 else m * m)
+        for d in divs:
+            st.mul_(d if power == 1 else d * d)
 
 
 @torch.no_grad()
@@ -893,32 +911,37 @@ def _apply(tm: _Model, factors, optimizer=None):
         d = W.dim()
         # the weight's factor: rows (output units) times, columns (input units) divided; a folded
         # batch norm takes the rows; a grouped convolution's column j of output o is input o//opg*ipg+j
-        r = torch.ones_like(row) if layer.bn is not None else row
+        r = None if layer.bn is not None else row
         groups = getattr(mod, "groups", 1)
         if layer.transposed:
-            fac = r.view((1, -1) + (1,) * (d - 2)) / col.view((-1,) + (1,) * (d - 1))
+            muls = [] if r is None else [r.view((1, -1) + (1,) * (d - 2))]
+            divs = [col.view((-1,) + (1,) * (d - 1))]
         elif groups > 1:
             n_out, ipg = W.shape[0], W.shape[1]
             idx = (torch.arange(n_out, device=W.device) // (n_out // groups))[:, None] * ipg + \
                 torch.arange(ipg, device=W.device)
-            fac = (r[:, None] / col[idx]).view(n_out, ipg, *(1,) * (d - 2))
+            muls = [] if r is None else [r.view((-1,) + (1,) * (d - 1))]
+            divs = [col[idx].view(n_out, ipg, *(1,) * (d - 2))]
         else:
-            fac = r.view((-1,) + (1,) * (d - 1)) / col.view((1, -1) + (1,) * (d - 2))
+            muls = [] if r is None else [r.view((-1,) + (1,) * (d - 1))]
+            divs = [col.view((1, -1) + (1,) * (d - 2))]
         wn = _weight_norm_of(mod)
         if wn is None:
-            _scale_(W, fac, optimizer, f"{layer.name}.weight")
+            _scale_(W, muls, optimizer, f"{layer.name}.weight", divs)
         else:
-            # W = g v / ||v||: v takes the weight's factor, g the row factor times ||v|| / ||v'||
+            # W = g v / ||v|| (norms over each output unit's row): v takes the column factors only,
+            # v' = v / c, and g the row factor times ||v'|| / ||v||, so g' v' / ||v'|| = r g v / (c ||v||)
             g, v, _ = wn
             dims = tuple(range(1, v.dim()))
             n0 = v.norm(dim=dims, keepdim=True)
-            _scale_(v, fac, optimizer, f"{layer.name}.weight_v")
-            _scale_(g, (r.view(n0.shape) * n0 / v.norm(dim=dims, keepdim=True)), optimizer, f"{layer.name}.weight_g")
+            _scale_(v, [], optimizer, f"{layer.name}.weight_v", divs)
+            gfac = v.norm(dim=dims, keepdim=True) / n0 * (1 if r is None else r.view(n0.shape))
+            _scale_(g, [gfac.view(g.shape)], optimizer, f"{layer.name}.weight_g")
         if layer.bn is not None:
-            _scale_(layer.bn.weight, row, optimizer, f"{layer.bn_name}.weight")
-            _scale_(layer.bn.bias, row, optimizer, f"{layer.bn_name}.bias")
+            _scale_(layer.bn.weight, [row], optimizer, f"{layer.bn_name}.weight")
+            _scale_(layer.bn.bias, [row], optimizer, f"{layer.bn_name}.bias")
         elif mod.bias is not None:
-            _scale_(mod.bias, row, optimizer, f"{layer.name}.bias")
+            _scale_(mod.bias, [row], optimizer, f"{layer.name}.bias")
 
 
 def _max_rel_change(a, b):
@@ -1083,7 +1106,7 @@ def _minnorm(model, p, method, delta, gamma_tol, max_iter, example_input, check,
                         optimizer.state[t][k].copy_(v)
     _apply(tm, res.factors, optimizer)
     for name, t in tm.rescaled():
-        if not bool(torch.isfinite(t.detach()).all()):
+        if not _finite(t):
             restore()
             raise GaugeError(f"{where}parameter {name!r} is not finite after rescaling (the factors overflow "
                              f"{t.dtype}); its weights were restored")
