@@ -364,6 +364,8 @@ class _Tracer:
     def module(self, node, mod, args, where):
         name = node.target
         _check_hooks(name, mod)
+        if not args or not isinstance(args[0], _Val) or any(_has_val(a) for a in args[1:]) or _has_val(node.kwargs):
+            raise UnsupportedOp(f"{where}: module {type(mod).__name__} called on other than one tensor")
         if isinstance(mod, _LAYERS + (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
             return self.layer(node, mod, args, where)
         x = args[0] if args else None
@@ -393,6 +395,10 @@ class _Tracer:
         weights ``s W`` (``s = gamma / sqrt(var + eps)``); its output rescaled by ``a`` is gamma, beta
         times ``a``. Otherwise (train mode, no affine, not after a layer) its input is fixed."""
         name, what = node.target, f"{type(bn).__name__} {node.target!r}"
+        if id(bn) in self.used:
+            raise GaugeError(f"module {name!r} ({type(bn).__name__}) is called twice: its gamma and beta cannot "
+                             "carry a factor per call")
+        self.used.add(id(bn))
         prev = node.args[0]
         layer = self.layer_at.get(prev.name) if isinstance(prev, torch.fx.Node) else None
         if bn.training:
@@ -433,8 +439,7 @@ class _Tracer:
     def function(self, node, args, where):
         fn = node.target
         vals = [a for a in list(args) + list(node.kwargs.values()) if isinstance(a, _Val)]
-        has_tensor = bool(vals) or any(isinstance(a, (list, tuple)) and any(isinstance(v, _Val) for v in a)
-                                       for a in args)
+        has_tensor = _has_val(list(args) + list(node.kwargs.values()))
         if fn is getattr and isinstance(args[0], _Val):
             if args[1] in ("shape", "ndim", "dtype", "device"):
                 return _Shape(batch=None if args[1] == "shape" else False)
@@ -565,6 +570,16 @@ class _Tracer:
             return self.fixed_output(node, f".{name}() at {node.name!r}", like=x)
         raise UnsupportedOp(f"{where}: method .{name}() -- gaugelit does not know whether it is positively "
                             "homogeneous of degree one")
+
+
+def _has_val(a):
+    if isinstance(a, _Val):
+        return True
+    if isinstance(a, (list, tuple)):
+        return any(_has_val(x) for x in a)
+    if isinstance(a, dict):
+        return any(_has_val(x) for x in a.values())
+    return False
 
 
 def _weight_norm_of(mod):
