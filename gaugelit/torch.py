@@ -29,6 +29,7 @@ has been lent to the sessions that wrote this.
 from __future__ import annotations
 
 import contextlib
+import io
 import operator
 from dataclasses import dataclass, field
 
@@ -189,7 +190,9 @@ def _propagate(tracer, example_input):
     for x in tries:
         args = tuple(x) if isinstance(x, (tuple, list)) else (x,)
         try:
-            with _eval_fixed_rng(tracer.model, device):
+            # ShapeProp prints each failure's traceback before raising: a size that does not fit
+            # is expected here, so that print is swallowed (the last failure is reported below)
+            with _eval_fixed_rng(tracer.model, device), contextlib.redirect_stderr(io.StringIO()):
                 torch.manual_seed(0)
                 ShapeProp(gm).propagate(*args)
             return x
@@ -406,7 +409,7 @@ class _Tracer:
         elif not (bn.affine and bn.track_running_stats and bn.running_var is not None):
             reason = f"feeds {what} (no affine weights or no running statistics to carry a factor)"
         elif layer is None or len(prev.users) != 1 or layer.bn is not None or layer.frozen:
-            reason = f"feeds {what} (not directly after a layer that only it reads: its mean is not homogeneous)"
+            reason = f"feeds {what} (not directly after a layer that only it reads; kept fixed)"
         else:
             layer.bn, layer.bn_name = bn, name
             return x
