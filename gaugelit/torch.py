@@ -1,20 +1,28 @@
 """PyTorch models gauge-fixed in place: ``gaugelit.torch.minnorm_(model)`` and :class:`GaugeFix`.
 
-The model is traced with ``torch.fx``; its gauge graph (:class:`~gaugelit.graph.GaugeGraph`) has one
-group per set of channels that a linear or convolutional layer writes, with
+The model is traced with ``torch.fx`` and its shapes propagated (``torch.fx.passes.shape_prop``, on
+``example_input`` or on an input made from the first layer's sizes); its gauge graph
+(:class:`~gaugelit.graph.GaugeGraph`) has one group per set of channels that a linear or
+convolutional layer writes, with
 
-- **free** channels: every consumer is positively homogeneous of degree one in them (linear and
-  convolutional layers, ReLU, leaky ReLU, max/average pooling, flatten (also as
-  ``x.view(x.size(0), -1)``), dropout, identity, concatenation, multiplication by a constant), so
-  ``a`` out of one layer and ``1/a`` into the next leave the function unchanged;
+- **free** channels: every consumer is positively homogeneous of degree one in them (linear,
+  convolutional -- also grouped, depthwise and transposed -- layers, ReLU, leaky ReLU, PReLU,
+  max/average pooling over axes that are not the channel axis, zero padding, means and sums over
+  spatial axes, flatten (also as ``x.view(x.size(0), -1)``), dropout, identity, concatenation along
+  the channel axis, multiplication by a constant), so ``a`` out of one layer and ``1/a`` into the
+  next leave the function unchanged; an eval-mode batch norm right after a layer that only it reads
+  is folded-equivalent (the block is ``s W``; the factor goes into its gamma and beta); a
+  weight-normalised layer is rescaled through ``g`` and ``v``;
 - **tied** channels: an addition (a residual stream) joins its operands into one group (one factor);
 - **fixed** channels (``a = 1``, reported with the reason): the inputs, whatever reaches an output,
-  and whatever feeds an op that is not positively homogeneous (sigmoid, tanh, softmax, GELU, batch
-  or layer normalisation, an added constant, ...).
+  and whatever feeds an op that is not positively homogeneous (sigmoid, tanh, softmax, GELU, ReLU6,
+  batch norm in training mode or not right after a layer, layer normalisation, an added constant, ...).
 
 A convolution's channel-level ``M`` sums ``|W|^p`` over its kernel; flatten maps a channel to its
-block of columns in the next linear layer. An op this module does not know is an error naming the
-node and the op, never a guess. This module is a leaf: nothing in the gaugelit core imports it.
+block of columns in the next linear layer (per part of a concatenation). An op, a layout, a shared
+parameter, a parametrisation or a hook that the trace cannot prove exact is an error naming the node
+or parameter, never a guess, and leaves the model as it was. By default the outputs are also
+compared on the traced input. This module is a leaf: nothing in the gaugelit core imports it.
 
 Devices: one code path. Each weight reaches the solver as a zero-copy DLPack view in the array
 namespace of its device (``numpy.from_dlpack`` for CPU tensors, ``cupy.from_dlpack`` for CUDA
