@@ -760,9 +760,8 @@ class _Model:
             if t.device.type != "meta" and t.numel():
                 storages.setdefault((t.device, t.untyped_storage().data_ptr()), []).append(name)
         for name, t in self.rescaled():
-            also = [n for n in names.get(id(t), []) if n != name and not n.startswith(f"{name.rsplit('.', 1)[0]}.")]
             if len(names.get(id(t), [])) > 1:
-                others = [n for n in names[id(t)] if n != name] or also
+                others = [n for n in names[id(t)] if n != name]
                 raise GaugeError(f"parameter {name!r} is shared with {', '.join(map(repr, others))} (one tensor "
                                  "in two places): rescaling it for one use changes the other; give each module "
                                  "its own copy")

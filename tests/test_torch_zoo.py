@@ -303,3 +303,42 @@ def test_torchvision_model_is_exact_or_refused_by_node(name, kw, size):
             assert any("ReLU6" in (g.reason or "") for g in r.graph.groups if not g.free)
     _spent.append(time.perf_counter() - t0)
     assert sum(_spent) < BUDGET_S, f"the zoo's gauge fixing took {sum(_spent):.1f} s so far"
+
+
+def test_gaugefix_transforms_state_through_batchnorm_weightnorm_and_groups():
+    """p * m is gauge-invariant for every rescaled tensor (weights, biases, gamma/beta of a batch
+    norm carrying its layer's factor, weight norm's g and v, a grouped convolution), and the function
+    is unchanged by each GaugeFix call."""
+    from torch.nn.utils.parametrizations import weight_norm
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.bn = nn.Conv2d(2, 6, 3), nn.BatchNorm2d(6)
+            self.g = nn.Conv2d(6, 6, 3, groups=3)
+            self.fc = weight_norm(nn.Linear(6 * 3 * 3, 4))
+
+        def forward(self, x):
+            h = F.relu(self.g(F.relu(self.bn(self.c1(x)))))
+            return self.fc(torch.flatten(h, 1))
+    torch.manual_seed(10)
+    m = Net().double()
+    m(_x(16, 2, 7, 7))
+    m.eval()
+    opt = torch.optim.SGD(m.parameters(), lr=1e-2, momentum=0.9)
+    x, y = _x(8, 2, 7, 7), _x(8, 4)
+    fix = GaugeFix(m, 2.0, opt, gamma_tol=1e-9, example_input=x[:2])   # 7 x 7 is no size it would try
+    for _ in range(3):
+        opt.zero_grad()
+        F.mse_loss(m(x), y).backward()
+        opt.step()
+        inv = {k: (p * opt.state[p]["momentum_buffer"]).detach().clone() for k, p in m.named_parameters()}
+        with torch.no_grad():
+            y0 = m(x)
+        res = fix()
+        assert res.gamma[-1] < 1e-9
+        with torch.no_grad():
+            torch.testing.assert_close(m(x), y0, rtol=1e-10, atol=1e-12)
+        for k, p in m.named_parameters():
+            torch.testing.assert_close(p * opt.state[p]["momentum_buffer"], inv[k], rtol=1e-9, atol=1e-15, msg=k)
+    assert {g.name for g in res.graph.groups if g.free} == {"c1", "g"}
