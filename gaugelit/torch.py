@@ -491,6 +491,10 @@ class _Tracer:
                 return a
             if fn in (operator.mul, torch.mul) and isinstance(b, _Val) and isinstance(a, (int, float)) and a != 0:
                 return b
+            if len(vals) == 2:
+                raise UnsupportedOp(f"{where}: function {getattr(fn, '__name__', fn)!r} of two tensors (a gate, "
+                                    "squeeze-excitation or attention): its output is not of degree one in their "
+                                    "units' factors, so no rescaling passes through it")
         if fn is torch.cat:
             return self.cat(node, args, where)
         if fn in _FIXING_FUNCTIONS:
