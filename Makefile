@@ -15,6 +15,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -e '.[test,book,torch,browser]' -c constraints.txt
+	# torchvision (test-only: tests/test_torch_zoo.py's model zoo), pinned in constraints.txt, with
+	# --no-deps so that it can never replace the CPU torch; pillow and numpy come with the test extra.
+	# Its wheel is a CUDA build whose C ops do not load beside the CPU torch: tests/torch_models.py
+	# (torchvision_models) imports torchvision.models without them.
+	$(PY) -m pip install --no-deps torchvision -c constraints.txt
 	touch $@
 
 # ruff.toml's rules over the package, tests, bench and the book's extension.

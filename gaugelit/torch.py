@@ -1,20 +1,28 @@
 """PyTorch models gauge-fixed in place: ``gaugelit.torch.minnorm_(model)`` and :class:`GaugeFix`.
 
-The model is traced with ``torch.fx``; its gauge graph (:class:`~gaugelit.graph.GaugeGraph`) has one
-group per set of channels that a linear or convolutional layer writes, with
+The model is traced with ``torch.fx`` and its shapes propagated (``torch.fx.passes.shape_prop``, on
+``example_input`` or on an input made from the first layer's sizes); its gauge graph
+(:class:`~gaugelit.graph.GaugeGraph`) has one group per set of channels that a linear or
+convolutional layer writes, with
 
-- **free** channels: every consumer is positively homogeneous of degree one in them (linear and
-  convolutional layers, ReLU, leaky ReLU, max/average pooling, flatten (also as
-  ``x.view(x.size(0), -1)``), dropout, identity, concatenation, multiplication by a constant), so
-  ``a`` out of one layer and ``1/a`` into the next leave the function unchanged;
+- **free** channels: every consumer is positively homogeneous of degree one in them (linear,
+  convolutional -- also grouped, depthwise and transposed -- layers, ReLU, leaky ReLU, PReLU,
+  max/average pooling over axes that are not the channel axis, zero padding, means and sums over
+  spatial axes, flatten (also as ``x.view(x.size(0), -1)``), dropout, identity, concatenation along
+  the channel axis, multiplication by a constant), so ``a`` out of one layer and ``1/a`` into the
+  next leave the function unchanged; an eval-mode batch norm right after a layer that only it reads
+  is folded-equivalent (the block is ``s W``; the factor goes into its gamma and beta); a
+  weight-normalised layer is rescaled through ``g`` and ``v``;
 - **tied** channels: an addition (a residual stream) joins its operands into one group (one factor);
 - **fixed** channels (``a = 1``, reported with the reason): the inputs, whatever reaches an output,
-  and whatever feeds an op that is not positively homogeneous (sigmoid, tanh, softmax, GELU, batch
-  or layer normalisation, an added constant, ...).
+  and whatever feeds an op that is not positively homogeneous (sigmoid, tanh, softmax, GELU, ReLU6,
+  batch norm in training mode or not right after a layer, layer normalisation, an added constant, ...).
 
 A convolution's channel-level ``M`` sums ``|W|^p`` over its kernel; flatten maps a channel to its
-block of columns in the next linear layer. An op this module does not know is an error naming the
-node and the op, never a guess. This module is a leaf: nothing in the gaugelit core imports it.
+block of columns in the next linear layer (per part of a concatenation). An op, a layout, a shared
+parameter, a parametrisation or a hook that the trace cannot prove exact is an error naming the node
+or parameter, never a guess, and leaves the model as it was. By default the outputs are also
+compared on the traced input. This module is a leaf: nothing in the gaugelit core imports it.
 
 Devices: one code path. Each weight reaches the solver as a zero-copy DLPack view in the array
 namespace of its device (``numpy.from_dlpack`` for CPU tensors, ``cupy.from_dlpack`` for CUDA
@@ -29,6 +37,7 @@ has been lent to the sessions that wrote this.
 from __future__ import annotations
 
 import contextlib
+import io
 import operator
 from dataclasses import dataclass, field
 
@@ -53,33 +62,56 @@ class UnsupportedOp(GaugeError):
 
 
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_PASS_MODULES = (nn.ReLU, nn.LeakyReLU, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d,
-                 nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
-                 nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
-                 nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Identity)
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+# elementwise and positively homogeneous of degree one: f(a z) = a f(z) for a > 0, entry by entry
+# (PReLU too, whatever its slopes: max(0, az) + w min(0, az) = a (max(0, z) + w min(0, z)))
+_ELEMENTWISE_MODULES = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+                        nn.Identity)
+# pooling over the last k axes of its input: homogeneous per channel while the channel axis is not pooled
+_POOL_MODULES = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3, nn.AvgPool1d: 1, nn.AvgPool2d: 2,
+                 nn.AvgPool3d: 3, nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2, nn.AdaptiveAvgPool3d: 3,
+                 nn.AdaptiveMaxPool1d: 1, nn.AdaptiveMaxPool2d: 2, nn.AdaptiveMaxPool3d: 3}
 _FIXING_MODULES = (nn.Sigmoid, nn.Tanh, nn.Softmax, nn.LogSoftmax, nn.GELU, nn.SiLU, nn.ELU, nn.SELU,
-                   nn.Softplus, nn.ReLU6, nn.Hardtanh, nn.Hardswish, nn.Mish, nn.BatchNorm1d,
-                   nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d,
-                   nn.InstanceNorm2d, nn.InstanceNorm3d)
-_PASS_FUNCTIONS = {F.relu, torch.relu, F.leaky_relu, F.max_pool1d, F.max_pool2d, F.max_pool3d,
-                   F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
-                   F.adaptive_avg_pool3d, F.dropout, F.dropout1d, F.dropout2d, F.dropout3d}
+                   nn.Softplus, nn.ReLU6, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Mish, nn.LayerNorm,
+                   nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+_ELEMENTWISE_FUNCTIONS = {F.relu, torch.relu, F.leaky_relu, F.prelu, torch.prelu, F.dropout, F.dropout1d,
+                          F.dropout2d, F.dropout3d}
+_POOL_FUNCTIONS = {F.max_pool1d: 1, F.max_pool2d: 2, F.max_pool3d: 3, F.avg_pool1d: 1, F.avg_pool2d: 2,
+                   F.avg_pool3d: 3, F.adaptive_avg_pool1d: 1, F.adaptive_avg_pool2d: 2, F.adaptive_avg_pool3d: 3,
+                   F.adaptive_max_pool1d: 1, F.adaptive_max_pool2d: 2, F.adaptive_max_pool3d: 3}
 _FIXING_FUNCTIONS = {torch.sigmoid, F.sigmoid, torch.tanh, F.tanh, F.softmax, F.log_softmax,
                      torch.softmax, torch.log_softmax, F.gelu, F.silu, F.elu, F.softplus, F.relu6,
-                     F.hardtanh, F.batch_norm, F.layer_norm, F.group_norm, torch.exp, torch.log}
-_PASS_METHODS = {"relu", "relu_"}
+                     F.hardtanh, F.hardswish, F.hardsigmoid, F.batch_norm, F.layer_norm, F.group_norm,
+                     torch.exp, torch.log}
+_ELEMENTWISE_METHODS = {"relu", "relu_", "contiguous"}
 _FIXING_METHODS = {"sigmoid", "tanh", "softmax", "log_softmax", "exp", "log"}
+_COMPARISONS = {operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge, torch.eq,
+                torch.ne, torch.lt, torch.le, torch.gt, torch.ge}
 
 
 @dataclass
 class _Val:
-    """A traced tensor: its channels as segments of groups, and its layout."""
-    segs: list                    # [(group id, channels or None)]
-    kind: str                     # "vector" (N, C), "spatial" (N, C, ...), "flat" (N, C*S), "any"
+    """A traced tensor: its channels as segments ``(group id, channels, positions)`` and its layout.
+
+    ``kind``: "spatial" (N, C, ...) with channels on axis 1, "vector" (N, ..., C) with channels on
+    the last axis (a linear layer's output), "flat" (N, C*S) channel-major after a flatten (each
+    segment's channel has ``positions`` columns), "any" (a network input, fixed). ``ndim`` comes
+    from shape propagation."""
+    segs: list
+    kind: str
+    ndim: int | None = None
+
+    def chan_axis(self):
+        if self.kind == "any" or self.ndim is None:
+            return None
+        return self.ndim - 1 if self.kind == "vector" else 1
 
 
+@dataclass
 class _Shape:
-    """``x.size()``, ``x.shape`` or an entry of them: only ever used to flatten (view/reshape)."""
+    """A value computed from shapes only (``x.size(0)``, ``x.shape[-1]``, ``h == 224``, ...); no
+    tensor, so nothing to rescale. ``batch``: it is the batch size (dim 0 of a tensor)."""
+    batch: bool = False
 
 
 @dataclass
@@ -89,6 +121,10 @@ class _Layer:
     src: _Val
     dst: int                      # group id (before union)
     flat: bool = False
+    bn: nn.Module | None = None   # an eval-mode batch norm that reads only this layer: folded-equivalent
+    bn_name: str = ""
+    frozen: str = ""              # why the layer is never rescaled (its groups are fixed)
+    transposed: bool = False      # ConvTranspose: weight (in, out / groups, ...)
 
 
 @dataclass
@@ -107,8 +143,88 @@ class _Plan:
         return g
 
 
+def _training_flags(model):
+    return [(m, m.training) for m in model.modules()]
+
+
+@contextlib.contextmanager
+def _eval_fixed_rng(model, device):
+    """Eval mode (no batch-norm statistics updated) and one fixed random state (MC dropout with
+    ``training=True`` draws the same masks in both passes), the user's RNG untouched; the training
+    flags of every module are restored as they were."""
+    flags = _training_flags(model)
+    model.eval()
+    devices = [device] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices), torch.no_grad(), _full_float32():
+            yield
+    finally:
+        for m, t in flags:
+            m.training = t
+
+
+_SIZES = (32, 28, 64, 16, 10, 8, 12, 24, 96, 128, 224, 299)
+
+
+def _synthetic_input(gm, modules):
+    """Inputs to try for shape propagation, from the first layer reading the (single) input:
+    ``(2, in_features)`` for a linear layer, ``(2, C, S, ...)`` for a convolution, with S from
+    ``_SIZES`` (the first size that runs is used)."""
+    places = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(places) != 1:
+        raise GaugeError(f"the model takes {len(places)} inputs; pass example_input= (a tuple) so that "
+                         "shapes can be propagated")
+    for node in gm.graph.nodes:
+        mod = modules.get(node.target) if node.op == "call_module" else None
+        if isinstance(mod, _LAYERS + (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+            W = mod.weight
+            kw = dict(dtype=W.dtype, device=W.device)
+            gen = torch.Generator(device=W.device).manual_seed(0)
+            if isinstance(mod, nn.Linear):
+                return [torch.randn(2, mod.in_features, generator=gen, **kw)]
+            k = W.dim() - 2
+            return [torch.randn((2, mod.in_channels) + (s,) * k, generator=gen, **kw) for s in _SIZES]
+    raise GaugeError("no nn.Linear or nn.Conv layer found to derive an input from; pass example_input=")
+
+
+def _propagate(tracer, example_input):
+    """torch.fx shape propagation: every node's output shape in ``node.meta['tensor_meta']``. Runs the
+    model once (eval mode, fixed random state, no statistics updated); returns the input used."""
+    from torch.fx.passes.shape_prop import ShapeProp
+    gm = tracer.gm
+    tries = [example_input] if example_input is not None else _synthetic_input(gm, tracer.modules)
+    device = next((p.device for p in tracer.model.parameters()), torch.device("cpu"))
+    err = None
+    for x in tries:
+        args = tuple(x) if isinstance(x, (tuple, list)) else (x,)
+        try:
+            # ShapeProp prints each failure's traceback before raising: a size that does not fit
+            # is expected here, so that print is swallowed (the last failure is reported below)
+            with _eval_fixed_rng(tracer.model, device), contextlib.redirect_stderr(io.StringIO()):
+                torch.manual_seed(0)
+                ShapeProp(gm).propagate(*args)
+            return x
+        except Exception as e:       # any failure of the model itself on this input: try the next size
+            err = e
+    shapes = ", ".join(str(tuple(x.shape)) for x in tries if torch.is_tensor(x))
+    cause = err.__cause__ or err
+    msg = (str(cause).splitlines() or [""])[0]
+    raise GaugeError(f"shape propagation failed on inputs of shape {shapes}: {type(cause).__name__}: {msg}; pass "
+                     "example_input= (an input the model accepts)") from err
+
+
+def _ndim(node):
+    meta = node.meta.get("tensor_meta") if isinstance(node, torch.fx.Node) else None
+    return len(meta.shape) if meta is not None and hasattr(meta, "shape") else None
+
+
+def _shape(node):
+    meta = node.meta.get("tensor_meta") if isinstance(node, torch.fx.Node) else None
+    return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
+
+
 class _Tracer:
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, example_input=None, propagate=True):
         self.model = model
         try:
             self.gm = torch.fx.symbolic_trace(model)
@@ -117,7 +233,8 @@ class _Tracer:
                              "gaugelit.torch needs a model without data-dependent control flow") from e
         self.modules = dict(self.gm.named_modules())
         self.parent, self.size, self.reason, self.names = [], [], [], []
-        self.layers, self.used = [], set()
+        self.layers, self.used, self.layer_at = [], set(), {}
+        self.input = _propagate(self, example_input) if propagate else None
 
     def new_group(self, size, name, reason=None):
         self.parent.append(len(self.parent))
@@ -132,15 +249,17 @@ class _Tracer:
         return g
 
     def fix(self, val: _Val, reason):
-        for g, _ in val.segs:
+        for g, _, _ in val.segs:
             r = self.root(g)
             if self.reason[r] is None:
                 self.reason[r] = reason
 
     def tie(self, a: _Val, b: _Val, where):
-        if len(a.segs) != len(b.segs):
+        if len(a.segs) != len(b.segs) or any(sa[1:] != sb[1:] for sa, sb in zip(a.segs, b.segs)):
             raise UnsupportedOp(f"{where}: adds tensors whose channels come from different concatenations")
-        for (ga, _), (gb, _) in zip(a.segs, b.segs):
+        if a.kind != b.kind and "any" not in (a.kind, b.kind):
+            raise UnsupportedOp(f"{where}: adds tensors of different layouts ({a.kind}, {b.kind})")
+        for (ga, _, _), (gb, _, _) in zip(a.segs, b.segs):
             ra, rb = self.root(ga), self.root(gb)
             if ra == rb:
                 continue
@@ -151,10 +270,15 @@ class _Tracer:
             self.size[ra] = sa if sa is not None else sb
             self.reason[ra] = self.reason[ra] or self.reason[rb]
             self.names[ra] += self.names[rb]
-        return a
+        return a if a.kind != "any" else b
 
-    def fixed_output(self, node, what):
-        return _Val([(self.new_group(None, f"output of {what}", reason=f"output of {what}"), None)], "any")
+    def fixed_output(self, node, what, like: _Val | None = None):
+        """A new fixed group for the output of ``node``, its size read from the propagated shape."""
+        shape, kind = _shape(node), like.kind if like is not None else "any"
+        ax = _Val([], kind, len(shape)).chan_axis() if shape is not None and kind != "any" else None
+        size = shape[ax] if ax is not None else None
+        return _Val([(self.new_group(size, f"output of {what}", reason=f"output of {what}"), size, 1)],
+                    kind, _ndim(node))
 
     def run(self) -> _Plan:
         env = {}
@@ -162,11 +286,12 @@ class _Tracer:
             where = f"node {node.name!r} ({node.op} {node.target!r})"
             args = [_lookup(a, env) for a in node.args]
             if node.op == "placeholder":
-                env[node.name] = _Val([(self.new_group(None, f"input {node.name}",
-                                                       reason="network input"), None)], "any")
+                env[node.name] = _Val([(self.new_group(None, f"input {node.name}", reason="network input"),
+                                        None, 1)], "any", _ndim(node))
             elif node.op == "output":
                 for v in _flatten_vals(node.args):
-                    self.fix(env[v.name], "network output")
+                    if isinstance(env[v.name], _Val):
+                        self.fix(env[v.name], "network output")
             elif node.op == "get_attr":
                 raise UnsupportedOp(f"{where}: a tensor attribute used directly; gaugelit.torch rescales "
                                     "only nn.Linear / nn.Conv weights")
@@ -178,126 +303,342 @@ class _Tracer:
                 env[node.name] = self.method(node, args, where)
             else:
                 raise UnsupportedOp(f"{where}: unknown fx op")
+            v = env.get(node.name)
+            if isinstance(v, _Val) and v.ndim is None:
+                v.ndim = _ndim(node)
         return _Plan(self.layers, self.parent, self.size, self.reason, self.names)
+
+    def _input_of(self, name, x: _Val, n_in, conv):
+        """The layer's input segments with their sizes; a network input gets its size here."""
+        if len(x.segs) == 1 and x.segs[0][1] is None:
+            g = self.root(x.segs[0][0])
+            if self.size[g] is None:                             # an input: its size comes from here
+                self.size[g] = n_in
+            elif self.size[g] != n_in:
+                g = self.new_group(n_in, f"input of {name}", reason="network input")   # read differently
+            return _Val([(g, n_in, 1)], x.kind, x.ndim)
+        segs = [(g, self.size[self.root(g)] if n is None else n, per) for g, n, per in x.segs]
+        if any(n is None for _, n, _ in segs):
+            raise GaugeError(f"module {name!r}: cannot tell how many channels each part of its "
+                             "concatenated input has")
+        return _Val(segs, x.kind, x.ndim)
+
+    def layer(self, node, mod, args, where):
+        name = node.target
+        transposed = isinstance(mod, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d))
+        if id(mod) in self.used:
+            raise GaugeError(f"module {name!r} ({type(mod).__name__}) is called twice: shared weights "
+                             "cannot be rescaled per call")
+        self.used.add(id(mod))
+        if len(args) != 1 or node.kwargs:
+            raise UnsupportedOp(f"{where}: a layer called with {len(args)} arguments")
+        (x,) = args
+        conv = not isinstance(mod, nn.Linear)
+        if conv:
+            k = mod.weight.dim() - 2
+            if x.kind in ("vector", "flat"):
+                raise UnsupportedOp(f"module {name!r}: convolution of a flattened tensor or of a linear "
+                                    "layer's output")
+            if x.ndim is not None and x.ndim != k + 2:
+                raise UnsupportedOp(f"module {name!r}: {type(mod).__name__} of a {x.ndim}-d tensor (unbatched or "
+                                    f"other layout); gaugelit.torch reads channels on axis 1 of (N, C, ...)")
+            if transposed and mod.groups != 1:
+                raise UnsupportedOp(f"module {name!r}: grouped ConvTranspose (groups={mod.groups})")
+        elif x.kind == "spatial":
+            raise UnsupportedOp(f"module {name!r}: nn.Linear applied to a feature map acts on its last "
+                                "axis, not on channels; flatten first")
+        n_in = mod.in_channels if conv else mod.in_features
+        flat = x.kind == "flat"
+        if flat:
+            # a flattened input: each segment's channels keep their positions; the input group
+            # of a network input has the features as units
+            if len(x.segs) == 1 and x.segs[0][1] is None:
+                x = _Val([(x.segs[0][0], None, 1)], "vector", x.ndim)
+                flat = False
+        x = self._input_of(name, x, n_in, conv)
+        if flat and sum(n * per for _, n, per in x.segs) != n_in:
+            raise GaugeError(f"module {name!r}: {n_in} input features, but its flattened input has "
+                             f"{sum(n * per for _, n, per in x.segs)}")
+        if not flat and sum(n for _, n, _ in x.segs) != n_in:
+            raise GaugeError(f"module {name!r}: expects {n_in} input channels, gets "
+                             f"{sum(n for _, n, _ in x.segs)}")
+        out = self.new_group(mod.out_channels if conv else mod.out_features, name)
+        frozen = _frozen_reason(mod)
+        if frozen:
+            self.fix(x, f"input of {name} ({frozen})")
+            self.reason[out] = f"output of {name} ({frozen})"
+        layer = _Layer(name, mod, x, out, flat=flat, frozen=frozen, transposed=transposed)
+        self.layers.append(layer)
+        self.layer_at[node.name] = layer
+        return _Val([(out, self.size[out], 1)], "spatial" if conv else "vector", _ndim(node))
 
     def module(self, node, mod, args, where):
         name = node.target
-        if isinstance(mod, _LAYERS):
-            if id(mod) in self.used:
-                raise GaugeError(f"module {name!r} ({type(mod).__name__}) is called twice: shared weights "
-                                 "cannot be rescaled per call")
-            self.used.add(id(mod))
-            (x,) = args
-            conv = not isinstance(mod, nn.Linear)
-            if conv and mod.groups != 1:
-                raise UnsupportedOp(f"module {name!r}: grouped convolution (groups={mod.groups}) is not "
-                                    "supported")
-            if conv and x.kind in ("vector", "flat"):
-                raise UnsupportedOp(f"module {name!r}: convolution of a flattened tensor")
-            if not conv and x.kind == "spatial":
-                raise UnsupportedOp(f"module {name!r}: nn.Linear applied to a feature map acts on its last "
-                                    "axis, not on channels; flatten first")
-            n_in = mod.in_channels if conv else mod.in_features
-            if len(x.segs) == 1 and x.segs[0][1] is None:
-                g = self.root(x.segs[0][0])
-                if self.size[g] is None:                             # an input: its size comes from here
-                    self.size[g] = n_in
-                elif self.size[g] != n_in and x.kind != "flat":
-                    if self.reason[g] != "network input":
-                        raise GaugeError(f"module {name!r}: expects {n_in} input channels, gets {self.size[g]}")
-                    g = self.new_group(n_in, f"input of {name}", reason="network input")   # read differently
-                x = _Val([(g, None)], x.kind)
-            x = _Val([(g, self.size[self.root(g)] if n is None else n) for g, n in x.segs], x.kind)
-            if any(n is None for _, n in x.segs):
-                raise GaugeError(f"module {name!r}: cannot tell how many channels each part of its "
-                                 "concatenated input has")
-            out = self.new_group(mod.out_channels if conv else mod.out_features, name)
-            self.layers.append(_Layer(name, mod, x, out, flat=(x.kind == "flat")))
-            return _Val([(out, None)], "spatial" if conv else "vector")
-        if isinstance(mod, _PASS_MODULES):
-            return args[0]
+        _check_hooks(name, mod)
+        if not args or not isinstance(args[0], _Val) or any(_has_val(a) for a in args[1:]) or _has_val(node.kwargs):
+            raise UnsupportedOp(f"{where}: module {type(mod).__name__} called on other than one tensor")
+        if isinstance(mod, _LAYERS + (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+            return self.layer(node, mod, args, where)
+        x = args[0] if args else None
+        if isinstance(mod, _ELEMENTWISE_MODULES):
+            if isinstance(mod, nn.PReLU) and mod.num_parameters > 1 and x.chan_axis() not in (None, 1):
+                raise UnsupportedOp(f"module {name!r}: per-channel PReLU on axis 1 of a tensor whose channels "
+                                    "are on another axis")
+            return x
+        if type(mod) in _POOL_MODULES:
+            return self.pool(x, _POOL_MODULES[type(mod)], f"module {name!r} ({type(mod).__name__})")
         if isinstance(mod, nn.Flatten):
             if mod.start_dim != 1 or mod.end_dim != -1:
                 raise UnsupportedOp(f"module {name!r}: Flatten(start_dim={mod.start_dim}, end_dim="
                                     f"{mod.end_dim}); only start_dim=1, end_dim=-1 keeps channels whole")
-            return _flat(args[0])
+            return self.flat(x, node, f"module {name!r}")
+        if isinstance(mod, _BATCHNORMS):
+            return self.batchnorm(node, mod, x)
         if isinstance(mod, _FIXING_MODULES):
             what = f"{type(mod).__name__} {name!r}"
-            self.fix(args[0], f"feeds {what}")
-            return self.fixed_output(node, what)
+            self.fix(x, f"feeds {what}")
+            return self.fixed_output(node, what, like=x)
         raise UnsupportedOp(f"module {name!r}: {type(mod).__name__} -- gaugelit does not know whether it is "
                             "positively homogeneous of degree one")
 
+    def batchnorm(self, node, bn, x):
+        """Eval-mode BN right after a layer that only it reads: the layer and BN act as one layer with
+        weights ``s W`` (``s = gamma / sqrt(var + eps)``); its output rescaled by ``a`` is gamma, beta
+        times ``a``. Otherwise (train mode, no affine, not after a layer) its input is fixed."""
+        name, what = node.target, f"{type(bn).__name__} {node.target!r}"
+        if id(bn) in self.used:
+            raise GaugeError(f"module {name!r} ({type(bn).__name__}) is called twice: its gamma and beta cannot "
+                             "carry a factor per call")
+        self.used.add(id(bn))
+        prev = node.args[0]
+        layer = self.layer_at.get(prev.name) if isinstance(prev, torch.fx.Node) else None
+        if bn.training:
+            reason = f"feeds {what} in training mode (batch statistics are not homogeneous; call model.eval())"
+        elif not (bn.affine and bn.track_running_stats and bn.running_var is not None):
+            reason = f"feeds {what} (no affine weights or no running statistics to carry a factor)"
+        elif layer is None or len(prev.users) != 1 or layer.bn is not None or layer.frozen:
+            reason = f"feeds {what} (not directly after a layer that only it reads; kept fixed)"
+        else:
+            layer.bn, layer.bn_name = bn, name
+            return x
+        self.fix(x, reason)
+        return self.fixed_output(node, what, like=x)
+
+    def pool(self, x, k, what):
+        ax = x.chan_axis()
+        if ax is not None and ax >= x.ndim - k:
+            raise UnsupportedOp(f"{what}: pools the last {k} axes of a {x.ndim}-d tensor whose channels are on "
+                                f"axis {ax}: it would mix channels")
+        return x
+
+    def flat(self, x, node, where):
+        shape_in = _shape(node.args[0]) if isinstance(node.args[0], torch.fx.Node) else None
+        if x.kind == "any":
+            return _Val(x.segs, "flat", 2)
+        if x.kind == "vector":
+            if x.ndim == 2:
+                return x
+            raise UnsupportedOp(f"{where}: flattens a {x.ndim}-d tensor whose channels are on its last axis "
+                                "(channels interleave)")
+        if x.kind == "flat":
+            return x
+        if shape_in is None:
+            raise UnsupportedOp(f"{where}: flatten of a tensor of unknown shape")
+        per = int(np.prod(shape_in[2:]))
+        return _Val([(g, n, p * per) for g, n, p in x.segs], "flat", 2)
+
     def function(self, node, args, where):
         fn = node.target
-        vals = [a for a in args if isinstance(a, _Val)]
-        if fn is getattr and len(args) == 2 and args[1] == "shape" and isinstance(args[0], _Val):
-            return _Shape()
+        vals = [a for a in list(args) + list(node.kwargs.values()) if isinstance(a, _Val)]
+        has_tensor = _has_val(list(args) + list(node.kwargs.values()))
+        if fn is getattr and isinstance(args[0], _Val):
+            if args[1] in ("shape", "ndim", "dtype", "device"):
+                return _Shape(batch=None if args[1] == "shape" else False)
+            raise UnsupportedOp(f"{where}: reads attribute {args[1]!r} of a tensor")
         if fn is operator.getitem and isinstance(args[0], _Shape):
-            return _Shape()
-        if fn in _PASS_FUNCTIONS:
+            return _Shape(batch=args[0].batch is None and args[1] == 0)
+        if fn in _COMPARISONS and has_tensor:
+            raise UnsupportedOp(f"{where}: compares a tensor ({getattr(fn, '__name__', fn)}): a comparison's "
+                                "result is boolean, so no rescaling of its inputs passes through it")
+        if not has_tensor:
+            return _Shape()                 # arithmetic on shapes, torch._assert, ...: no tensor involved
+        if fn in _ELEMENTWISE_FUNCTIONS:
+            if fn in (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d) and len(vals) > 1:
+                raise UnsupportedOp(f"{where}: dropout with tensor arguments")
             return args[0]
-        if fn in (torch.flatten,):
+        if fn in _POOL_FUNCTIONS:
+            return self.pool(args[0], _POOL_FUNCTIONS[fn], where)
+        if fn is torch.flatten:
             start = args[1] if len(args) > 1 else node.kwargs.get("start_dim", 0)
             end = args[2] if len(args) > 2 else node.kwargs.get("end_dim", -1)
             if start != 1 or end != -1:
                 raise UnsupportedOp(f"{where}: flatten(start_dim={start}, end_dim={end}); only "
                                     "start_dim=1 keeps channels whole")
-            return _flat(args[0])
+            return self.flat(args[0], node, where)
+        if fn is F.pad:
+            return self.pad(node, args, where)
+        if fn in (torch.mean, torch.sum):
+            return self.reduce(node, args[0], args[1:], node.kwargs, where)
         if fn in (operator.add, torch.add, operator.iadd):
             if len(vals) == 2 and not node.kwargs.get("alpha"):
                 return self.tie(vals[0], vals[1], where)
             if len(vals) == 1:
                 self.fix(vals[0], f"added to a constant at {node.name!r}")
-                return self.fixed_output(node, f"constant addition {node.name!r}")
+                return self.fixed_output(node, f"constant addition {node.name!r}", like=vals[0])
         if fn in (operator.mul, torch.mul, operator.truediv, torch.div) and len(args) == 2:
             a, b = args                                   # times a constant: linear, degree one
             if isinstance(a, _Val) and isinstance(b, (int, float)) and b != 0:
                 return a
             if fn in (operator.mul, torch.mul) and isinstance(b, _Val) and isinstance(a, (int, float)) and a != 0:
                 return b
+            if len(vals) == 2:
+                raise UnsupportedOp(f"{where}: function {getattr(fn, '__name__', fn)!r} of two tensors (a gate, "
+                                    "squeeze-excitation or attention): its output is not of degree one in their "
+                                    "units' factors, so no rescaling passes through it")
         if fn is torch.cat:
-            tensors = args[0]
-            dim = args[1] if len(args) > 1 else node.kwargs.get("dim", 0)
-            if dim != 1:
-                raise UnsupportedOp(f"{where}: torch.cat along dim {dim}; only channels (dim=1) are supported")
-            vs = list(tensors)
-            if not all(isinstance(v, _Val) for v in vs):
-                raise UnsupportedOp(f"{where}: torch.cat of a constant")
-            kinds = {v.kind for v in vs} - {"any"}
-            if len(kinds) > 1:
-                raise UnsupportedOp(f"{where}: torch.cat of tensors of different layouts {kinds}")
-            return _Val([s for v in vs for s in v.segs], kinds.pop() if kinds else "any")
+            return self.cat(node, args, where)
         if fn in _FIXING_FUNCTIONS:
             what = f"{getattr(fn, '__name__', fn)} at {node.name!r}"
             for v in vals:
                 self.fix(v, f"feeds {what}")
-            return self.fixed_output(node, what)
+            return self.fixed_output(node, what, like=vals[0] if vals else None)
         raise UnsupportedOp(f"{where}: function {getattr(fn, '__name__', fn)!r} -- gaugelit does not know "
                             "whether it is positively homogeneous of degree one")
 
+    def cat(self, node, args, where):
+        tensors = args[0]
+        dim = args[1] if len(args) > 1 else node.kwargs.get("dim", 0)
+        vs = list(tensors)
+        if not all(isinstance(v, _Val) for v in vs):
+            raise UnsupportedOp(f"{where}: torch.cat of a constant")
+        kinds = {v.kind for v in vs} - {"any"}
+        if len(kinds) > 1:
+            raise UnsupportedOp(f"{where}: torch.cat of tensors of different layouts {kinds}")
+        if not kinds:
+            return _Val([s for v in vs for s in v.segs], "any", _ndim(node))
+        out = _Val([s for v in vs for s in v.segs], kinds.pop(), _ndim(node))
+        ax = out.chan_axis()
+        if not isinstance(dim, int) or ax is None or dim % out.ndim != ax:
+            raise UnsupportedOp(f"{where}: torch.cat along dim {dim}; only the channel axis ({ax}) is supported")
+        return out
+
+    def pad(self, node, args, where):
+        x = args[0]
+        pad = args[1] if len(args) > 1 else node.kwargs.get("pad")
+        mode = args[2] if len(args) > 2 else node.kwargs.get("mode", "constant")
+        value = args[3] if len(args) > 3 else node.kwargs.get("value", None)
+        if mode != "constant" or value not in (None, 0, 0.0):
+            raise UnsupportedOp(f"{where}: F.pad(mode={mode!r}, value={value!r}); only zero padding is "
+                                "homogeneous")
+        ax = x.chan_axis()
+        if ax is not None and ax >= x.ndim - len(pad) // 2:
+            raise UnsupportedOp(f"{where}: F.pad pads the channel axis (axis {ax})")
+        return x
+
+    def reduce(self, node, x, rest, kwargs, where):
+        dims = rest[0] if rest else kwargs.get("dim")
+        keep = rest[1] if len(rest) > 1 else kwargs.get("keepdim", False)
+        if dims is None or x.ndim is None or x.kind in ("any",):
+            if x.kind == "any":
+                return self.fixed_output(node, f"reduction at {node.name!r}", like=None)
+            raise UnsupportedOp(f"{where}: a reduction over all axes mixes channels")
+        dims = {d % x.ndim for d in ((dims,) if isinstance(dims, int) else dims)}
+        ax = x.chan_axis()
+        if 0 in dims or ax in dims or x.kind == "flat":
+            raise UnsupportedOp(f"{where}: a mean or sum over axes {sorted(dims)} of a tensor whose channels "
+                                f"are on axis {ax} (and batch on 0): only spatial axes may be reduced")
+        if keep:
+            return x
+        ndim = x.ndim - len(dims)
+        kind = "vector" if (x.kind == "vector" or ndim == 2) else "spatial"
+        if x.kind == "spatial" and kind == "vector" and ndim != 2:
+            raise UnsupportedOp(f"{where}: reduction leaves channels on axis 1 of a {ndim}-d tensor")
+        return _Val(x.segs, kind, ndim)
+
     def method(self, node, args, where):
         name, x = node.target, args[0]
-        if name in _PASS_METHODS:
+        if not isinstance(x, _Val):
+            return _Shape()                                 # a method of a shape value
+        if name in _ELEMENTWISE_METHODS:
             return x
-        if name == "size" and isinstance(x, _Val):
+        if name == "size":
+            dim = args[1] if len(args) > 1 else node.kwargs.get("dim")
+            return _Shape(batch=None if dim is None else dim == 0)
+        if name == "dim":
             return _Shape()
-        if name in ("view", "reshape") and isinstance(x, _Val):
+        if name in ("view", "reshape"):
             shape = args[1] if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:]
-            if len(shape) == 2 and isinstance(shape[0], (_Shape, int)) and shape[1] == -1:
-                return _flat(x)                        # x.view(x.size(0), -1): flatten from dim 1
+            if len(shape) == 2 and isinstance(shape[0], _Shape) and shape[0].batch and shape[1] == -1:
+                return self.flat(x, node, where)    # x.view(x.size(0), -1): flatten from dim 1
             raise UnsupportedOp(f"{where}: .{name}{tuple('?' if isinstance(a, _Shape) else a for a in shape)}; "
                                 "only x.view(x.size(0), -1) (a flatten from dim 1) keeps channels whole")
         if name == "flatten":
             start = args[1] if len(args) > 1 else node.kwargs.get("start_dim", 0)
-            if start != 1:
-                raise UnsupportedOp(f"{where}: x.flatten({start}); only start_dim=1 keeps channels whole")
-            return _flat(x)
+            end = args[2] if len(args) > 2 else node.kwargs.get("end_dim", -1)
+            if start != 1 or end != -1:
+                raise UnsupportedOp(f"{where}: x.flatten({start}, {end}); only start_dim=1 keeps channels whole")
+            return self.flat(x, node, where)
+        if name in ("mean", "sum"):
+            return self.reduce(node, x, args[1:], node.kwargs, where)
         if name in _FIXING_METHODS:
             self.fix(x, f"feeds .{name}() at {node.name!r}")
-            return self.fixed_output(node, f".{name}() at {node.name!r}")
+            return self.fixed_output(node, f".{name}() at {node.name!r}", like=x)
         raise UnsupportedOp(f"{where}: method .{name}() -- gaugelit does not know whether it is positively "
                             "homogeneous of degree one")
+
+
+def _has_val(a):
+    if isinstance(a, _Val):
+        return True
+    if isinstance(a, (list, tuple)):
+        return any(_has_val(x) for x in a)
+    if isinstance(a, dict):
+        return any(_has_val(x) for x in a.values())
+    return False
+
+
+def _weight_norm_of(mod):
+    """``(g, v, dim)`` of a weight-normalised layer (``W = g v / ||v||``), new or old style, or None."""
+    pz = getattr(mod, "parametrizations", None)
+    if pz is not None and "weight" in pz:
+        plist = pz["weight"]
+        if len(plist) == 1 and type(plist[0]).__name__ == "_WeightNorm":
+            return plist.original0, plist.original1, plist[0].dim
+        return None
+    for hook in mod._forward_pre_hooks.values():
+        if type(hook).__name__ == "WeightNorm" and hook.name == "weight":
+            return mod.weight_g, mod.weight_v, hook.dim
+    return None
+
+
+def _frozen_reason(mod):
+    """Why a layer's weight cannot be rescaled (its groups are then fixed), or ''."""
+    return ""
+
+
+def _check_hooks(name, mod):
+    """Refuse what would change a module's computation behind the trace's back: parametrisations and
+    hooks other than weight norm (handled by rescaling g and v)."""
+    wn = _weight_norm_of(mod)
+    pz = getattr(mod, "parametrizations", None)
+    if pz is not None:
+        for pname, plist in pz.items():
+            kinds = ", ".join(type(p).__name__ for p in plist)
+            if not (pname == "weight" and wn is not None):
+                raise GaugeError(f"module {name!r}: parameter {pname!r} is parametrised ({kinds}); only weight "
+                                 "norm (W = g v / ||v||, rescaled through g and v) is supported -- e.g. spectral norm "
+                                 "W / sigma(W) is not homogeneous in W")
+    for hooks, what in ((mod._forward_pre_hooks, "forward pre-hook"), (mod._forward_hooks, "forward hook")):
+        for hook in hooks.values():
+            if wn is not None and type(hook).__name__ == "WeightNorm":
+                continue
+            kind = type(hook).__name__
+            raise GaugeError(f"module {name!r}: has a {what} ({getattr(hook, '__name__', kind)}: "
+                             f"{'spectral norm' if kind == 'SpectralNorm' else 'unknown'}); it may change the "
+                             "weights or outputs outside the trace, so gaugelit.torch cannot prove a rescaling exact")
+    if wn is not None and wn[2] != 0:
+        raise GaugeError(f"module {name!r}: weight norm over dim={wn[2]}; only dim=0 (one g per output unit) "
+                         "is supported")
 
 
 def _lookup(a, env):
@@ -305,6 +646,8 @@ def _lookup(a, env):
         return env[a.name]
     if isinstance(a, (tuple, list)):
         return type(a)(_lookup(x, env) for x in a)
+    if isinstance(a, slice):
+        return a
     return a
 
 
@@ -316,10 +659,6 @@ def _flatten_vals(args):
             yield from _flatten_vals(a)
         elif isinstance(a, dict):
             yield from _flatten_vals(list(a.values()))
-
-
-def _flat(x: _Val) -> _Val:
-    return _Val(x.segs, "flat" if x.kind in ("spatial", "any") else x.kind)
 
 
 # -- arrays: NumPy views of CPU tensors, CuPy views of CUDA tensors (the same code) ---------------------
@@ -379,30 +718,70 @@ def _as_tensor(a, like: torch.Tensor, where: str) -> torch.Tensor:
 class _Model:
     """A traced model's plan and the way from solver factors back to its parameters."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, example_input=None):
         self.model = model
-        plan = _Tracer(model).run()
-        roots = {}
-        for g in range(len(plan.parent)):
-            roots.setdefault(plan.root(g), []).append(g)
+        _check_params(model)
+        tracer = _Tracer(model, example_input)
+        plan = tracer.run()
+        self.input = tracer.input
         self.plan = plan
         used = []
         for layer in plan.layers:
             used.append(plan.root(layer.dst))
-            used += [plan.root(g) for g, _ in layer.src.segs]
+            used += [plan.root(g) for g, _, _ in layer.src.segs]
         self.group_of = {}                                  # plan root -> graph group id
         self.order = list(dict.fromkeys(used))
         if not plan.layers:
             raise GaugeError(f"{type(model).__name__} has no nn.Linear or nn.Conv layer to rescale")
+        self._check_shared()
+
+    def rescaled(self):
+        """``[(name, tensor)]``: every tensor that a rescaling writes, named as in ``model.state_dict()``."""
+        out = []
+        for layer in self.plan.layers:
+            if layer.frozen:
+                continue
+            wn = _weight_norm_of(layer.module)
+            if wn is not None:
+                out += [(f"{layer.name}.weight_g", wn[0]), (f"{layer.name}.weight_v", wn[1])]
+            else:
+                out.append((f"{layer.name}.weight", layer.module.weight))
+            if layer.module.bias is not None and layer.bn is None:
+                out.append((f"{layer.name}.bias", layer.module.bias))
+            if layer.bn is not None:
+                out += [(f"{layer.bn_name}.weight", layer.bn.weight), (f"{layer.bn_name}.bias", layer.bn.bias)]
+        return out
+
+    def _check_shared(self):
+        """A tensor that two modules share (``b.weight = a.weight``, or one storage under two
+        parameters) would be rescaled twice, or for one use only: refused by name."""
+        names = {}
+        for name, t in list(self.model.named_parameters(remove_duplicate=False)) + \
+                list(self.model.named_buffers(remove_duplicate=False)):
+            names.setdefault(id(t), []).append(name)
+        storages = {}
+        for name, t in list(self.model.named_parameters()) + list(self.model.named_buffers()):
+            if t.device.type != "meta" and t.numel():
+                storages.setdefault((t.device, t.untyped_storage().data_ptr()), []).append(name)
+        for name, t in self.rescaled():
+            if len(names.get(id(t), [])) > 1:
+                others = [n for n in names[id(t)] if n != name]
+                raise GaugeError(f"parameter {name!r} is shared with {', '.join(map(repr, others))} (one tensor "
+                                 "in two places): rescaling it for one use changes the other; give each module "
+                                 "its own copy")
+            if t.device.type != "meta" and t.numel():
+                same = storages.get((t.device, t.untyped_storage().data_ptr()), [])
+                if len(same) > 1:
+                    raise GaugeError(f"parameter {name!r} shares its memory with "
+                                     f"{', '.join(repr(n) for n in same if n != name)}: rescaling one changes "
+                                     "the other; give each its own storage (.clone())")
 
     def params(self):
-        """``[(name, tensor)]``: every layer's weight and bias, named as in ``model.state_dict()``."""
-        return [(f"{layer.name}.{kind}", t) for layer in self.plan.layers
-                for kind, t in (("weight", layer.module.weight), ("bias", layer.module.bias)) if t is not None]
+        return self.rescaled()
 
     def device(self) -> torch.device:
         """The one device and dtype of all rescaled parameters, checked; returns the device."""
-        params = self.params()
+        params = self.params() or [(f"{self.plan.layers[0].name}.weight", self.plan.layers[0].module.weight)]
         first, t0 = params[0]
         for name, t in params:
             if t.dtype not in (torch.float32, torch.float64):
@@ -418,81 +797,180 @@ class _Model:
         _array_namespace(t0.device, f"parameter {first!r}")
         return t0.device
 
-    def graph(self) -> GaugeGraph:
-        """The gauge graph, its blocks zero-copy views of the weights; call it under
-        ``_on_device(self.device())`` (which also checks the parameters' dtypes and devices)."""
+    def check_finite(self, where=""):
+        for name, t in self.rescaled():
+            if _finite(t):
+                continue
+            bad = ~torch.isfinite(t.detach())
+            if bool(bad.any()):
+                raise GaugeError(f"{where}parameter {name!r} has {int(bad.sum())} non-finite entries "
+                                 f"(of {t.numel()}); nothing was rescaled")
+
+    @staticmethod
+    def _weight(layer):
+        """The layer's effective weight in (out, in / groups, ...) layout (a view where it can be)."""
+        mod, wn = layer.module, _weight_norm_of(layer.module)
+        W = mod.weight if wn is None else torch._weight_norm(wn[1], wn[0], 0)
+        return W.detach().transpose(0, 1) if layer.transposed else W.detach()
+
+    def graph(self, p: float = 2.0) -> GaugeGraph:
+        """The gauge graph, its blocks zero-copy views of the weights (copies where a batch norm is
+        folded in, a weight norm computed, or a grouped convolution spread over its groups); call it
+        under ``_on_device(self.device())``."""
         plan, g = self.plan, GaugeGraph()
         self.group_of = {}
         for r in self.order:
             names = ", ".join(dict.fromkeys(plan.names[r]))
             label = f"tied [{names}]" if len(plan.names[r]) > 1 else names
+            if plan.size[r] is None:
+                raise GaugeError(f"group {label!r}: its size is unknown (a bug in gaugelit.torch: please report it)")
             self.group_of[r] = g.add_group(label, plan.size[r], free=plan.reason[r] is None,
                                            reason=plan.reason[r])
         for layer in plan.layers:
-            A = _as_array(layer.module.weight, f"parameter '{layer.name}.weight'")
-            n_out = A.shape[0]
-            C = sum(n for _, n in layer.src.segs)
+            where = f"parameter '{layer.name}.weight'"
+            W = self._weight(layer)
+            if layer.bn is not None:
+                W = W * _bn_scale(layer.bn).view((-1,) + (1,) * (W.dim() - 1))
+            groups = getattr(layer.module, "groups", 1)
+            n_out = W.shape[0]
+            if groups > 1:
+                # each output channel reads its group's inputs: a dense (out, in) block with zeros
+                # elsewhere, the kernel summed at p ((sum_k |w|^p)^(1/p) gives the same M and zeros)
+                ipg, opg = W.shape[1], n_out // groups
+                eff = W.reshape(n_out, ipg, -1).abs().pow(p).sum(-1).pow(1.0 / p)
+                dense = torch.zeros(n_out, ipg * groups, dtype=W.dtype, device=W.device)
+                idx = (torch.arange(n_out, device=W.device) // opg)[:, None] * ipg + torch.arange(ipg, device=W.device)
+                dense.scatter_(1, idx, eff)
+                W = dense
+            A = _as_array(W, where)
             if layer.flat:
-                if A.shape[1] % C:
-                    raise GaugeError(f"module {layer.name!r}: {A.shape[1]} input features are not a "
-                                     f"whole number of positions for {C} flattened channels")
-                A = A.reshape(n_out, C, A.shape[1] // C)
+                segs = [(gid, n, per) for gid, n, per in layer.src.segs]
             else:
-                if A.shape[1] != C:
-                    raise GaugeError(f"module {layer.name!r}: {A.shape[1]} input channels, but its input "
-                                     f"has {C}")
-                A = A.reshape(n_out, C, -1)
+                segs = [(gid, n, 1) for gid, n, _ in layer.src.segs]
+                A = A.reshape(n_out, A.shape[1], -1)
             off, dst = 0, self.group_of[plan.root(layer.dst)]
-            for gid, n in layer.src.segs:
-                g.add_block(self.group_of[plan.root(gid)], dst, A[:, off:off + n], name=layer.name)
-                off += n
+            for gid, n, per in segs:
+                blk = A[:, off:off + n * per]
+                blk = blk.reshape(n_out, n, per) if layer.flat else blk
+                g.add_block(self.group_of[plan.root(gid)], dst, blk, name=layer.name)
+                off += n * per
         return g
 
     def layer_factors(self, factors):
-        """Per layer: (row factors a_out, column factors a_in per input column), as tensors."""
+        """Per layer: (row factors per output unit, column factors per input column), as 1-d tensors."""
         plan, out = self.plan, []
         for layer in self.plan.layers:
-            W, where = layer.module.weight, f"parameter '{layer.name}.weight'"
+            W, where = self._weight(layer), f"parameter '{layer.name}.weight'"
             row = _as_tensor(factors[self.group_of[plan.root(layer.dst)]], W, where)
-            col = torch.cat([_as_tensor(factors[self.group_of[plan.root(g)]], W, where)
-                             for g, _ in layer.src.segs])
-            if layer.flat:
-                col = col.repeat_interleave(W.shape[1] // col.numel())
-            shape = (1, -1) + (1,) * (W.dim() - 2)
-            out.append((row.view((-1,) + (1,) * (W.dim() - 1)), col.view(shape)))
+            col = torch.cat([_as_tensor(factors[self.group_of[plan.root(g)]], W, where).repeat_interleave(per)
+                             if layer.flat else _as_tensor(factors[self.group_of[plan.root(g)]], W, where)
+                             for g, _, per in layer.src.segs])
+            out.append((row, col))
         return out
+
+
+def _finite(t):
+    """All entries finite, without a full-size temporary: NaN and inf reach the min or the max."""
+    if not t.numel():
+        return True
+    lo, hi = torch.aminmax(t.detach())
+    return bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))
+
+
+def _check_params(model):
+    """One dtype (float32 or float64) and one device for all parameters, before anything runs."""
+    first = t0 = None
+    for name, t in model.named_parameters():
+        if t.dtype not in (torch.float32, torch.float64):
+            raise GaugeError(f"parameter {name!r}: dtype {t.dtype} is not supported; the gauge is "
+                             "solved in float32 or float64 (NumPy has no bfloat16, and float16's range "
+                             "is too narrow for the factors): convert the model with .float() or .double()")
+        if t0 is None:
+            first, t0 = name, t
+            _array_namespace(t.device, f"parameter {name!r}")
+        elif t.dtype != t0.dtype:
+            raise GaugeError(f"parameters {first!r} ({t0.dtype}) and {name!r} ({t.dtype}) differ in "
+                             "dtype; convert the model to one with .float() or .double()")
+        elif t.device != t0.device:
+            raise GaugeError(f"parameters {first!r} (on {t0.device}) and {name!r} (on {t.device}) lie on "
+                             "different devices; move the model to one with .to(device)")
+
+
+def _bn_scale(bn):
+    return (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach()
 
 
 _GRAD_LIKE = {"momentum_buffer", "exp_avg"}          # scale like the gradient: 1 / (a_i / a_j)
 _SQUARED = {"exp_avg_sq", "max_exp_avg_sq", "sum", "square_avg"}   # like the gradient squared
 
 
+def _scale_(param, muls, optimizer, name, divs=()):
+    """``param *= m`` for each ``m`` in ``muls`` and ``/= d`` for each in ``divs``, in place (each
+    broadcasts, so no full-size factor is formed), and its optimizer state like the gradient
+    (the inverse) or its square (the inverse squared)."""
+    for m in muls:
+        param.mul_(m)
+    for d in divs:
+        param.div_(d)
+    if optimizer is None:
+        return
+    for key, st in optimizer.state.get(param, {}).items():
+        if not torch.is_tensor(st) or st.shape != param.shape:
+            continue                                  # e.g. Adam's step counter
+        if key in _GRAD_LIKE:
+            power = 1
+        elif key in _SQUARED:
+            power = 2
+        else:
+            raise GaugeError(f"optimizer state {key!r} of parameter {name!r}: gaugelit does not know how it "
+                             "transforms under a rescaling")
+        for m in muls:
+            st.div_(m if power == 1 else m * m)
+        for d in divs:
+            st.mul_(d if power == 1 else d * d)
+
+
 @torch.no_grad()
 def _apply(tm: _Model, factors, optimizer=None):
     for layer, (row, col) in zip(tm.plan.layers, tm.layer_factors(factors)):
-        W, b = layer.module.weight, layer.module.bias
-        W.mul_(row).div_(col)
-        if b is not None:
-            b.mul_(row.view(-1))
-        if optimizer is None:
+        if layer.frozen:
             continue
-        for param, r, c in ((W, row, col), (b, row.view(-1), None)):
-            if param is None:
-                continue
-            for key, s in optimizer.state.get(param, {}).items():
-                if not torch.is_tensor(s) or s.shape != param.shape:
-                    continue                                  # e.g. Adam's step counter
-                if key in _GRAD_LIKE:
-                    s.div_(r)
-                    if c is not None:
-                        s.mul_(c)
-                elif key in _SQUARED:
-                    s.div_(r * r)
-                    if c is not None:
-                        s.mul_(c * c)
-                else:
-                    raise GaugeError(f"optimizer state {key!r} of module {layer.name!r}: gaugelit does "
-                                     "not know how it transforms under a rescaling")
+        mod = layer.module
+        W = mod.weight if _weight_norm_of(mod) is None else _weight_norm_of(mod)[1]
+        d = W.dim()
+        # the weight's factor: rows (output units) times, columns (input units) divided; a folded
+        # batch norm takes the rows; a grouped convolution's column j of output o is input o//opg*ipg+j
+        r = None if layer.bn is not None else row
+        groups = getattr(mod, "groups", 1)
+        if layer.transposed:
+            muls = [] if r is None else [r.view((1, -1) + (1,) * (d - 2))]
+            divs = [col.view((-1,) + (1,) * (d - 1))]
+        elif groups > 1:
+            n_out, ipg = W.shape[0], W.shape[1]
+            idx = (torch.arange(n_out, device=W.device) // (n_out // groups))[:, None] * ipg + \
+                torch.arange(ipg, device=W.device)
+            muls = [] if r is None else [r.view((-1,) + (1,) * (d - 1))]
+            divs = [col[idx].view(n_out, ipg, *(1,) * (d - 2))]
+        else:
+            muls = [] if r is None else [r.view((-1,) + (1,) * (d - 1))]
+            divs = [col.view((1, -1) + (1,) * (d - 2))]
+        wn = _weight_norm_of(mod)
+        if wn is None:
+            _scale_(W, muls, optimizer, f"{layer.name}.weight", divs)
+        else:
+            # W = g v / ||v|| (norms over each output unit's row): v takes the column factors only,
+            # v' = v / c, and g the row factor times ||v'|| / ||v||, so g' v' / ||v'|| = r g v / (c ||v||)
+            g, v, _ = wn
+            dims = tuple(range(1, v.dim()))
+            n0 = v.norm(dim=dims, keepdim=True)
+            _scale_(v, [], optimizer, f"{layer.name}.weight_v", divs)
+            gfac = v.norm(dim=dims, keepdim=True) / n0 * (1 if r is None else r.view(n0.shape))
+            _scale_(g, [gfac.view(g.shape)], optimizer, f"{layer.name}.weight_g")
+        if layer.bn is not None:
+            _scale_(layer.bn.weight, [row], optimizer, f"{layer.bn_name}.weight")
+            _scale_(layer.bn.bias, [row], optimizer, f"{layer.bn_name}.bias")
+        elif mod.bias is not None:
+            _scale_(mod.bias, [row], optimizer, f"{layer.name}.bias")
 
 
 def _max_rel_change(a, b):
@@ -515,6 +993,62 @@ def _tolerance(dtype) -> float:
 
 
 @torch.no_grad()
+def _fold(model: nn.Module):
+    """Fold as :func:`fold_batchnorm_` does; returns (names, undo) where ``undo()`` puts every module,
+    weight and bias back as it was."""
+    gm = _Tracer(model, propagate=False).gm
+    modules = dict(model.named_modules())
+    folded, undo = [], []
+
+    def restore():
+        with torch.no_grad():
+            for fn in reversed(undo):
+                fn()
+    try:
+        for node in gm.graph.nodes:
+            if node.op != "call_module" or not isinstance(modules.get(node.target), _BATCHNORMS):
+                continue
+            bn, prev = modules[node.target], node.args[0]
+            if bn.training:
+                raise GaugeError(f"module {node.target!r}: batch normalisation in training mode cannot be folded "
+                                 "(its statistics depend on the batch); call model.eval() first")
+            if not (isinstance(prev, torch.fx.Node) and prev.op == "call_module"
+                    and isinstance(modules.get(prev.target), _LAYERS) and len(prev.users) == 1):
+                continue                                # not directly after a layer: its inputs stay fixed
+            if bn.running_mean is None:
+                raise GaugeError(f"module {node.target!r}: no running statistics to fold")
+            layer = modules[prev.target]
+            W0, b0 = layer.weight.detach().clone(), layer.bias
+            b0c = None if b0 is None else b0.detach().clone()
+
+            def back(layer=layer, W0=W0, b0=b0, b0c=b0c):
+                layer.weight.copy_(W0)
+                if b0 is None:
+                    layer.bias = None
+                else:
+                    layer.bias = b0
+                    b0.copy_(b0c)
+            undo.append(back)
+            s = (bn.weight if bn.affine else torch.ones_like(bn.running_var)) / torch.sqrt(bn.running_var + bn.eps)
+            shift = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
+            layer.weight.mul_(s.view((-1,) + (1,) * (layer.weight.dim() - 1)))
+            b = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
+            new_b = s * (b - bn.running_mean) + shift
+            if layer.bias is None:
+                layer.bias = nn.Parameter(new_b.to(layer.weight.dtype))
+            else:
+                layer.bias.copy_(new_b)
+            parent_name, _, child = node.target.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, nn.Identity())
+            undo.append(lambda parent=parent, child=child, bn=bn: setattr(parent, child, bn))
+            folded.append(node.target)
+    except BaseException:
+        restore()
+        raise
+    return folded, restore
+
+
 def fold_batchnorm_(model: nn.Module) -> list:
     """Fold every eval-mode batch normalisation that directly follows a linear or convolutional layer
     (and is that layer's only reader) into it, in place, and replace it by ``nn.Identity``.
@@ -522,90 +1056,97 @@ def fold_batchnorm_(model: nn.Module) -> list:
     In eval mode ``BN(z) = g (z - mu) / sqrt(var + eps) + beta`` is affine per channel, so
     ``W' = s W``, ``b' = s (b - mu) + beta`` with ``s = g / sqrt(var + eps)`` computes the same
     function, and the layer's channels become free. A layer without a bias gets one (create the
-    optimizer after folding). Returns the names of the folded normalisations.
+    optimizer after folding). Returns the names of the folded normalisations. Not needed for the
+    gauge: :func:`minnorm_` rescales through an unfolded eval-mode batch norm (its gamma and beta).
     """
-    gm = _Tracer(model).gm
-    modules = dict(model.named_modules())
-    folded = []
-    for node in gm.graph.nodes:
-        if node.op != "call_module" or not isinstance(modules.get(node.target), (nn.BatchNorm1d, nn.BatchNorm2d,
-                                                                                   nn.BatchNorm3d)):
-            continue
-        bn, prev = modules[node.target], node.args[0]
-        if bn.training:
-            raise GaugeError(f"module {node.target!r}: batch normalisation in training mode cannot be folded "
-                             "(its statistics depend on the batch); call model.eval() first")
-        if not (isinstance(prev, torch.fx.Node) and prev.op == "call_module"
-                and isinstance(modules.get(prev.target), _LAYERS) and len(prev.users) == 1):
-            continue                                # not directly after a layer: its inputs stay fixed
-        if bn.running_mean is None:
-            raise GaugeError(f"module {node.target!r}: no running statistics to fold")
-        layer = modules[prev.target]
-        s = (bn.weight if bn.affine else torch.ones_like(bn.running_var)) / torch.sqrt(bn.running_var + bn.eps)
-        shift = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
-        layer.weight.mul_(s.view((-1,) + (1,) * (layer.weight.dim() - 1)))
-        b = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
-        new_b = s * (b - bn.running_mean) + shift
-        if layer.bias is None:
-            layer.bias = nn.Parameter(new_b.to(layer.weight.dtype))
-        else:
-            layer.bias.copy_(new_b)
-        parent_name, _, child = node.target.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, nn.Identity())
-        folded.append(node.target)
-    return folded
+    return _fold(model)[0]
 
 
-def gauge_graph(model: nn.Module) -> GaugeGraph:
-    """The gauge graph of ``model`` (groups named by their layers; fixed groups with the reason)."""
-    tm = _Model(model)
+def gauge_graph(model: nn.Module, p: float = 2.0, *, example_input=None) -> GaugeGraph:
+    """The gauge graph of ``model`` (groups named by their layers; fixed groups with the reason).
+    ``p`` matters only for grouped convolutions, whose blocks hold the kernel's p-norm per entry."""
+    tm = _Model(model, example_input)
     with _on_device(tm.device()):
-        return tm.graph()
+        return tm.graph(p)
+
+
+def _forward(model, x, device):
+    with _eval_fixed_rng(model, device):
+        torch.manual_seed(0)
+        return model(*x) if isinstance(x, tuple) else model(x)
 
 
 def minnorm_(model: nn.Module, p: float = 2.0, *, q: float | None = None, method: str | None = None,
-             delta: float = 1e-3, gamma_tol: float | None = None, max_iter: int = 10_000, example_input=None,
-             fold_batchnorm: bool = False, _traced: _Model | None = None, _optimizer=None) -> GraphMinNormResult:
+             delta: float = 1e-3,
+             gamma_tol: float | None = None, max_iter: int = 10_000, example_input=None,
+             fold_batchnorm: bool = False, check: bool = True, _traced: _Model | None = None,
+             _optimizer=None, _where: str = "") -> GraphMinNormResult:
     """Rescale ``model``'s weights and biases in place to the minimum of ``sum |W|^p`` over its gauge.
 
     Arguments as :func:`gaugelit.minnorm` (``q``: the l_{p,q} norm's outer exponent).
     Returns its result with ``.net = model``, ``.factors`` and
     ``.dead_units`` per group of ``.graph``, and ``.fixed_units``: ``(group, channels, reason)``.
     The model's parameters must share one device and dtype (float32 or float64); the solver runs
-    there, so ``.factors`` are NumPy arrays for a CPU model and CuPy arrays for a CUDA model, and the
-    blocks of ``.graph`` are views of the weights (they show the rescaled weights afterwards).
-    With ``example_input`` the outputs before and after are compared (relative 1e-10 in float64,
-    1e-4 in float32); if they differ, the weights are restored and :class:`GaugeError` is raised.
-    ``fold_batchnorm=True`` first folds eval-mode batch normalisations into the layers before them
-    (:func:`fold_batchnorm_`); otherwise their inputs are fixed units.
+    there, so ``.factors`` are NumPy arrays for a CPU model and CuPy arrays for a CUDA model.
+
+    Every op is accepted only where the trace proves the rescaling exact (torch.fx shape propagation
+    on ``example_input``, or on an input made from the first layer's sizes; module attributes;
+    parameter identities); anything else is an error naming the node. ``check`` (default) also
+    compares the outputs before and after on that input (relative 1e-10 in float64, 1e-4 in
+    float32; eval mode, one fixed random state). On any error the model is left exactly as it was.
+    An eval-mode batch norm right after a layer is rescaled through its gamma and beta (the gauge of
+    the folded-equivalent weights); ``fold_batchnorm=True`` folds such batch norms into the layers
+    first (:func:`fold_batchnorm_`), undone if the call fails.
     """
+    undo = None
     if fold_batchnorm:
-        fold_batchnorm_(model)
-    tm = _traced or _Model(model)
-    with _on_device(tm.device()):                  # the solver's arrays on the parameters' device
-        graph = tm.graph()
+        _, undo = _fold(model)
+    try:
+        return _minnorm(model, p, q, method, delta, gamma_tol, max_iter, example_input, check, _traced,
+                        _optimizer, _where)
+    except BaseException:
+        if undo is not None:
+            undo()
+        raise
+
+
+def _minnorm(model, p, q, method, delta, gamma_tol, max_iter, example_input, check, traced, optimizer, where):
+    tm = traced or _Model(model, example_input)
+    device = tm.device()
+    tm.check_finite(where)
+    with _on_device(device):                  # the solver's arrays on the parameters' device
+        graph = tm.graph(p)
         res = minnorm_graph(graph, p, q, method=method, delta=delta, gamma_tol=gamma_tol, max_iter=max_iter)
-    before = saved = None
-    if example_input is not None:
-        was_training = model.training
-        model.eval()
-        with torch.no_grad(), _full_float32():
-            before = model(example_input)
-        saved = [(l.module.weight.detach().clone(), None if l.module.bias is None else l.module.bias.detach().clone())
-                 for l in tm.plan.layers]
-    _apply(tm, res.factors, _optimizer)
-    if example_input is not None:
-        with torch.no_grad(), _full_float32():
-            after = model(example_input)
-        model.train(was_training)
-        err, tol = _max_rel_change(before, after), _tolerance(tm.plan.layers[0].module.weight.dtype)
+    x = example_input if example_input is not None else tm.input
+    before = None
+    if check:
+        before = _forward(model, x, device)
+    saved = [(name, t.detach().clone()) for name, t in tm.rescaled()]
+    opt_saved = None
+    if optimizer is not None:
+        opt_saved = {id(t): {k: v.clone() for k, v in optimizer.state.get(t, {}).items() if torch.is_tensor(v)}
+                     for _, t in tm.rescaled()}
+
+    def restore():
+        with torch.no_grad():
+            for (_, t), (_, t0) in zip(tm.rescaled(), saved):
+                t.copy_(t0)
+            if opt_saved is not None:
+                for _, t in tm.rescaled():
+                    for k, v in opt_saved[id(t)].items():
+                        optimizer.state[t][k].copy_(v)
+    _apply(tm, res.factors, optimizer)
+    for name, t in tm.rescaled():
+        if not _finite(t):
+            restore()
+            raise GaugeError(f"{where}parameter {name!r} is not finite after rescaling (the factors overflow "
+                             f"{t.dtype}); its weights were restored")
+    if check:
+        after = _forward(model, x, device)
+        err, tol = _max_rel_change(before, after), _tolerance(saved[0][1].dtype)
         if not err <= tol:
-            with torch.no_grad():
-                for l, (W, b) in zip(tm.plan.layers, saved):
-                    l.module.weight.copy_(W)
-                    if b is not None:
-                        l.module.bias.copy_(b)
-            raise GaugeError(f"the rescaled model's output differs by {err:.3g} (relative) > {tol:g}; "
+            restore()
+            raise GaugeError(f"{where}the rescaled model's output differs by {err:.3g} (relative) > {tol:g}; "
                              "its weights were restored")
         res.output_change = err
     res.net = model
@@ -619,13 +1160,21 @@ class GaugeFix:
     previous call, so few sweeps), rescales weights and biases in place and, with ``optimizer``,
     transforms its state like the gradients: momentum buffers and Adam's first moments by
     ``a_j / a_i``, second moments by its square, so the next step sees a consistent state.
+    The first call checks the function on the traced input (``check``); every call first checks
+    that the parameters are finite and names the call at which they stopped being so.
     """
 
-    def __init__(self, model: nn.Module, p: float = 2.0, optimizer=None, **solver_kw):
+    def __init__(self, model: nn.Module, p: float = 2.0, optimizer=None, *, example_input=None,
+                 check: str | bool = "first", **solver_kw):
         self.model, self.p, self.optimizer, self.kw = model, p, optimizer, solver_kw
-        self._traced = _Model(model)
-        self.last = None
+        self._traced = _Model(model, example_input)
+        self.example_input, self.check = example_input, check
+        self.last, self.calls = None, 0
 
     def __call__(self) -> GraphMinNormResult:
-        self.last = minnorm_(self.model, self.p, _traced=self._traced, _optimizer=self.optimizer, **self.kw)
+        self.calls += 1
+        check = self.check is True or (self.check == "first" and self.calls == 1)
+        self.last = minnorm_(self.model, self.p, _traced=self._traced, _optimizer=self.optimizer,
+                             example_input=self.example_input, check=check,
+                             _where=f"GaugeFix call {self.calls} (after optimizer step {self.calls}): ", **self.kw)
         return self.last

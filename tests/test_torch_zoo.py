@@ -1,0 +1,344 @@
+"""gaugelit.torch on real architectures and on the cases that once changed the function silently.
+
+Every accepted model is checked here independently of minnorm_'s own check: on a fresh input, of
+another size and batch than the one minnorm_ propagated, with ``check=False`` so that only the
+trace's proofs stand between the model and a wrong answer. Every refused one must name its node.
+"""
+import time
+import warnings
+
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+F = nn.functional
+
+from gaugelit.torch import GaugeError, GaugeFix, UnsupportedOp, gauge_graph, minnorm_  # noqa: E402
+from torch_models import torchvision_models  # noqa: E402
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _unchanged(model, before):
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    for k, v in before.items():
+        assert torch.equal(after[k], v), k
+
+
+def _exact(model, x, **kw):
+    """minnorm_ without its own check, then the function compared on ``x`` (not the traced input)."""
+    with torch.no_grad():
+        y0 = model(x)
+    before = _state(model)
+    r = minnorm_(model, 2.0, gamma_tol=1e-9, check=False, **kw)
+    with torch.no_grad():
+        y1 = model(x)
+    err = float((y1 - y0).abs().max() / y0.abs().max())
+    assert err < 1e-10, err
+    assert r.objective[-1] < r.objective[0]
+    assert any(not torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    return r
+
+
+def _refused(model, match, exc=GaugeError, **kw):
+    before = _state(model)
+    with pytest.raises(exc, match=match):
+        minnorm_(model, 2.0, check=False, **kw)
+    _unchanged(model, before)
+
+
+def _x(*shape, seed=11):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+class Two(nn.Module):
+    def __init__(self, a, b, mid=None):
+        super().__init__()
+        self.a, self.b, self.mid = a, b, mid or nn.ReLU()
+
+    def forward(self, x):
+        return self.b(self.mid(self.a(x)))
+
+
+# -- shared parameters --------------------------------------------------------------------------
+def test_shared_parameter_is_refused_by_name_also_by_gaugefix():
+    torch.manual_seed(0)
+    m = Two(nn.Linear(4, 4), nn.Linear(4, 4)).double()
+    m.b.weight = m.a.weight
+    _refused(m, r"parameter 'a.weight' is shared with 'b.weight'")
+    with pytest.raises(GaugeError, match="is shared with"):
+        GaugeFix(m)
+    m = Two(nn.Linear(4, 4), nn.Linear(4, 4)).double()
+    m.b.weight = nn.Parameter(m.a.weight.data)           # two parameters, one storage
+    _refused(m, r"parameter 'a.weight' shares its memory with 'b.weight'")
+
+
+# -- parametrisations ---------------------------------------------------------------------------
+def test_weight_norm_is_rescaled_through_g_and_v():
+    from torch.nn.utils.parametrizations import weight_norm
+    torch.manual_seed(1)
+    m = nn.Sequential(weight_norm(nn.Linear(5, 7)), nn.ReLU(), nn.Linear(7, 6), nn.ReLU(),
+                      weight_norm(nn.Linear(6, 3))).double()
+    g0 = m[0].parametrizations.weight.original0.detach().clone()
+    _exact(m, _x(9, 5))
+    assert not torch.allclose(m[0].parametrizations.weight.original0, g0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        old = nn.Sequential(nn.utils.weight_norm(nn.Linear(5, 7)), nn.ReLU(), nn.Linear(7, 3)).double()
+    _exact(old, _x(9, 5))
+
+
+def test_spectral_norm_and_other_parametrisations_are_refused():
+    from torch.nn.utils.parametrizations import spectral_norm
+    torch.manual_seed(2)
+    m = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), spectral_norm(nn.Linear(7, 3))).double()
+    _refused(m, r"module '2': parameter 'weight' is parametrised \(_SpectralNorm\)")
+    old = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.utils.spectral_norm(nn.Linear(7, 3))).double()
+    _refused(old, r"module '2': has a forward pre-hook .*spectral norm")
+
+
+# -- pooling over the feature axis, Conv1d outputs, flattened concatenation ------------------------
+def test_pooling_over_features_is_refused_naming_the_node():
+    torch.manual_seed(3)
+    _refused(nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.MaxPool1d(2), nn.Linear(4, 3)).double(),
+             r"module '2' \(MaxPool1d\): pools the last 1 axes of a 2-d tensor whose channels are on axis 1",
+             UnsupportedOp)
+    _refused(nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.AvgPool1d(2), nn.Linear(4, 3)).double(), "AvgPool1d",
+             UnsupportedOp, example_input=_x(2, 5, 6))
+    _refused(nn.Sequential(nn.Conv1d(2, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(14, 3)).double(),
+             r"module '2' \(MaxPool2d\): pools the last 2 axes of a 3-d tensor", UnsupportedOp,
+             example_input=_x(2, 2, 16))
+    # pooling the length axis of a Conv1d output is exact
+    _exact(nn.Sequential(nn.Conv1d(2, 4, 3), nn.ReLU(), nn.MaxPool1d(2), nn.Flatten(), nn.Linear(28, 3)).double(),
+           _x(5, 2, 16), example_input=_x(2, 2, 16, seed=3))
+
+
+def test_concatenation_of_flattened_tensors_of_different_sizes_is_exact():
+    class Cat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(1, 3, 3), nn.Conv2d(1, 2, 5)
+            self.fc = nn.Linear(3 * 36 + 2 * 16, 4)
+
+        def forward(self, x):
+            return self.fc(torch.cat([torch.flatten(torch.relu(self.a(x)), 1),
+                                      torch.flatten(torch.relu(self.b(x)), 1)], dim=1))
+    torch.manual_seed(4)
+    m = Cat().double()
+    r = _exact(m, _x(3, 1, 8, 8), example_input=_x(2, 1, 8, 8, seed=4))
+    assert {g.name: g.free for g in r.graph.groups} == {"a": True, "b": True, "input x": False, "fc": False}
+
+
+# -- freedoms -----------------------------------------------------------------------------------
+def test_grouped_depthwise_prelu_pad_mean_transpose_are_free_and_exact():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.act = nn.Conv2d(2, 8, 3), nn.PReLU(8)
+            self.g = nn.Conv2d(8, 8, 3, groups=4)
+            self.dw = nn.Conv2d(8, 8, 3, groups=8, padding=1)
+            self.up = nn.ConvTranspose2d(8, 6, 2, stride=2)
+            self.fc = nn.Linear(6, 3)
+
+        def forward(self, x):
+            h = self.act(self.c1(x))
+            h = F.relu(self.g(F.pad(h, (1, 1, 1, 1))))
+            h = F.relu(self.dw(h))
+            h = F.relu(self.up(h))
+            return self.fc(h.mean((2, 3))) + 0 * h.sum(dim=(2, 3), keepdim=True).mean((2, 3))[:, :3]
+    torch.manual_seed(5)
+    m = Net().double()
+    with torch.no_grad():
+        m.act.weight.uniform_(-0.5, 0.5)                # per-channel learnable slopes: still degree one
+    with pytest.raises(UnsupportedOp, match="getitem"):  # a slice of channels is not supported
+        gauge_graph(m)
+
+    class Net2(Net):
+        def forward(self, x):
+            h = self.act(self.c1(x))
+            h = F.relu(self.g(F.pad(h, (1, 1, 1, 1))))
+            h = F.relu(self.dw(h))
+            h = F.relu(self.up(h))
+            return self.fc(h.mean((2, 3)) + h.sum(dim=(2, 3)))
+    m = Net2().double()
+    r = _exact(m, _x(3, 2, 11, 11))
+    free = {g.name for g in r.graph.groups if g.free}
+    assert free == {"c1", "g", "dw", "up"}, free
+
+
+def test_refusals_say_why_in_words():
+    class Eq(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            h = self.a(x)
+            torch._assert(x.shape[1] == 3, "three features")   # shape reads and a shape check: fine
+            return self.b(h * (h > 0))
+    with pytest.raises(UnsupportedOp, match=r"node 'gt'.*compares a tensor \(gt\): a comparison's result is "
+                                            r"boolean"):
+        gauge_graph(Eq())
+
+    class View(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c, self.f = nn.Conv2d(1, 3, 3), nn.Linear(48, 2)
+
+        def forward(self, x):
+            return self.f(torch.relu(self.c(x)).view(-1, 48))
+    with pytest.raises(UnsupportedOp, match=r"node 'view'.*\.view\(-1, 48\)"):
+        gauge_graph(View(), example_input=torch.randn(2, 1, 6, 6))
+
+
+def test_batchnorm_eval_unfolded_train_fixed_and_channels_counted():
+    class BN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.bn1 = nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4)
+            self.c2, self.bn2 = nn.Conv2d(4, 5, 3), nn.BatchNorm2d(5)
+            self.fc = nn.Linear(5 * 4 * 4, 3)
+
+        def forward(self, x):
+            h = torch.relu(self.bn1(self.c1(x)))
+            return self.fc(torch.flatten(torch.relu(self.bn2(self.c2(h))), 1))
+    torch.manual_seed(6)
+    m = BN().double()
+    m(_x(16, 2, 8, 8))                                    # running statistics away from 0 / 1
+    m.eval()
+    r = _exact(m, _x(5, 2, 8, 8))
+    assert {g.name for g in r.graph.groups if g.free} == {"c1", "c2"}
+    assert isinstance(m.bn1, nn.BatchNorm2d)
+    m.train()
+    g = gauge_graph(m)
+    reasons = dict((n, (s, why)) for n, s, why in g.fixed_units())
+    assert reasons["c2"][1].startswith("feeds BatchNorm2d 'bn2' in training mode")
+    # the batch norm's output feeds flatten -> fc: 5 channels, not 5 * 16 flattened features
+    assert reasons["output of BatchNorm2d 'bn2'"][0] == 5
+    # fold_batchnorm=True, then a refusal: the model is exactly as it was, batch norms included
+    m.eval()
+    m.extra = nn.Linear(5, 3).double()
+    m.extra.bias = m.fc.bias                               # one tensor in two modules
+    before = _state(m)
+    with pytest.raises(GaugeError, match="parameter 'fc.bias' is shared with 'extra.bias'"):
+        minnorm_(m, fold_batchnorm=True)
+    assert isinstance(m.bn1, nn.BatchNorm2d) and isinstance(m.bn2, nn.BatchNorm2d) and m.c1.bias is not None
+    _unchanged(m, before)
+
+
+def test_mc_dropout_is_checked_under_one_random_state():
+    class MC(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = nn.Linear(5, 16), nn.Linear(16, 16), nn.Linear(16, 2)
+
+        def forward(self, x):
+            h = F.dropout(torch.relu(self.a(x)), 0.5, training=True)
+            return self.c(F.dropout(torch.relu(self.b(h)), 0.5, training=True))
+    torch.manual_seed(7)
+    m = MC().double()
+    state = torch.random.get_rng_state()
+    r = minnorm_(m, 2.0, gamma_tol=1e-9)                  # the default check: same masks before and after
+    assert r.output_change < 1e-10
+    assert torch.equal(torch.random.get_rng_state(), state)   # the user's random state is untouched
+
+
+def test_gaugefix_names_the_call_where_weights_stop_being_finite():
+    torch.manual_seed(8)
+    m = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2)).double()
+    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+    fix = GaugeFix(m, 2.0, opt)
+    x, y = _x(8, 4), _x(8, 2)
+    for step in range(1, 4):
+        opt.zero_grad()
+        F.mse_loss(m(x), y).backward()
+        opt.step()
+        if step == 3:
+            with torch.no_grad():
+                m[2].weight[0, 0] = float("nan")
+            with pytest.raises(GaugeError, match=r"GaugeFix call 3 \(after optimizer step 3\): parameter "
+                                                 r"'2.weight' has 1 non-finite entries"):
+                fix()
+        else:
+            fix()
+
+
+# -- the model zoo ------------------------------------------------------------------------------
+ZOO = [  # name, constructor arguments, input size of the independent check (not the traced 32 x 32)
+    ("resnet18", {}, 40),
+    ("densenet121", {}, 40),
+    ("googlenet", {"aux_logits": False, "init_weights": True}, 40),
+    ("mobilenet_v2", {}, 40),
+    ("squeezenet1_0", {}, 72),
+    ("vgg11_bn", {}, 40),
+    ("shufflenet_v2_x0_5", {}, 40),
+]
+REFUSED = {"shufflenet_v2_x0_5": r"node 'view' \(call_method 'view'\)"}   # its channel shuffle permutes channels
+BUDGET_S = 60.0
+_spent = []
+
+
+@pytest.mark.parametrize("name,kw,size", ZOO, ids=[z[0] for z in ZOO])
+def test_torchvision_model_is_exact_or_refused_by_node(name, kw, size):
+    models = torchvision_models()
+    torch.manual_seed(9)
+    m = getattr(models, name)(weights=None, **kw).double().eval()
+    with torch.no_grad():
+        for mod in m.modules():                           # batch norms that do something
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                mod.running_mean.uniform_(-0.5, 0.5)
+                mod.running_var.uniform_(0.5, 2.0)
+                mod.weight.uniform_(0.5, 2.0)
+                mod.bias.uniform_(-0.5, 0.5)
+    t0 = time.perf_counter()
+    if name in REFUSED:
+        _refused(m, REFUSED[name], UnsupportedOp)
+    else:
+        r = _exact(m, _x(3, 3, size, size))
+        assert any(g.free for g in r.graph.groups)
+        if name == "mobilenet_v2":
+            assert any("ReLU6" in (g.reason or "") for g in r.graph.groups if not g.free)
+    _spent.append(time.perf_counter() - t0)
+    assert sum(_spent) < BUDGET_S, f"the zoo's gauge fixing took {sum(_spent):.1f} s so far"
+
+
+def test_gaugefix_transforms_state_through_batchnorm_weightnorm_and_groups():
+    """p * m is gauge-invariant for every rescaled tensor (weights, biases, gamma/beta of a batch
+    norm carrying its layer's factor, weight norm's g and v, a grouped convolution), and the function
+    is unchanged by each GaugeFix call."""
+    from torch.nn.utils.parametrizations import weight_norm
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.bn = nn.Conv2d(2, 6, 3), nn.BatchNorm2d(6)
+            self.g = nn.Conv2d(6, 6, 3, groups=3)
+            self.fc = weight_norm(nn.Linear(6 * 3 * 3, 4))
+
+        def forward(self, x):
+            h = F.relu(self.g(F.relu(self.bn(self.c1(x)))))
+            return self.fc(torch.flatten(h, 1))
+    torch.manual_seed(10)
+    m = Net().double()
+    m(_x(16, 2, 7, 7))
+    m.eval()
+    opt = torch.optim.SGD(m.parameters(), lr=1e-2, momentum=0.9)
+    x, y = _x(8, 2, 7, 7), _x(8, 4)
+    fix = GaugeFix(m, 2.0, opt, gamma_tol=1e-9, example_input=x[:2])   # 7 x 7 is no size it would try
+    for _ in range(3):
+        opt.zero_grad()
+        F.mse_loss(m(x), y).backward()
+        opt.step()
+        inv = {k: (p * opt.state[p]["momentum_buffer"]).detach().clone() for k, p in m.named_parameters()}
+        with torch.no_grad():
+            y0 = m(x)
+        res = fix()
+        assert res.gamma[-1] < 1e-9
+        with torch.no_grad():
+            torch.testing.assert_close(m(x), y0, rtol=1e-10, atol=1e-12)
+        for k, p in m.named_parameters():
+            torch.testing.assert_close(p * opt.state[p]["momentum_buffer"], inv[k], rtol=1e-9, atol=1e-15, msg=k)
+    assert {g.name for g in res.graph.groups if g.free} == {"c1", "g"}
