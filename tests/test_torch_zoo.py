@@ -4,7 +4,6 @@ Every accepted model is checked here independently of minnorm_'s own check: on a
 another size and batch than the one minnorm_ propagated, with ``check=False`` so that only the
 trace's proofs stand between the model and a wrong answer. Every refused one must name its node.
 """
-import time
 import warnings
 
 import pytest
@@ -277,8 +276,6 @@ ZOO = [  # name, constructor arguments, input size of the independent check (not
     ("shufflenet_v2_x0_5", {}, 40),
 ]
 REFUSED = {"shufflenet_v2_x0_5": r"node 'view' \(call_method 'view'\)"}   # its channel shuffle permutes channels
-BUDGET_S = 60.0
-_spent = []
 
 
 @pytest.mark.parametrize("name,kw,size", ZOO, ids=[z[0] for z in ZOO])
@@ -293,7 +290,7 @@ def test_torchvision_model_is_exact_or_refused_by_node(name, kw, size):
                 mod.running_var.uniform_(0.5, 2.0)
                 mod.weight.uniform_(0.5, 2.0)
                 mod.bias.uniform_(-0.5, 0.5)
-    t0 = time.perf_counter()
+    # (how long minnorm_ takes at model-zoo scale is measured in bench/torch_zoo_bench.py, not here)
     if name in REFUSED:
         _refused(m, REFUSED[name], UnsupportedOp)
     else:
@@ -301,8 +298,6 @@ def test_torchvision_model_is_exact_or_refused_by_node(name, kw, size):
         assert any(g.free for g in r.graph.groups)
         if name == "mobilenet_v2":
             assert any("ReLU6" in (g.reason or "") for g in r.graph.groups if not g.free)
-    _spent.append(time.perf_counter() - t0)
-    assert sum(_spent) < BUDGET_S, f"the zoo's gauge fixing took {sum(_spent):.1f} s so far"
 
 
 def test_gaugefix_transforms_state_through_batchnorm_weightnorm_and_groups():
