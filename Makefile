@@ -46,7 +46,7 @@ standin: venv
 	mkdir -p _build/standin
 	$(VENV)/bin/jupytext --quiet --to py:percent -o _build/standin/$(STANDIN_CHAPTER).py book/$(STANDIN_CHAPTER).md
 	cd book && PYTHONPATH="$(CURDIR)/tests/cupy_standin:$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}" \
-	  GAUGELIT_BACKEND=cupy MPLBACKEND=Agg $(VENV)/bin/ipython --no-banner \
+	  GAUGELIT_BACKEND=cupy MPLBACKEND=Agg "$(CURDIR)/$(VENV)/bin/ipython" --no-banner \
 	  "$(CURDIR)/_build/standin/$(STANDIN_CHAPTER).py"
 
 # Every cell of the notebooks the book build executed ran without error (nbval's lax check,
