@@ -47,8 +47,8 @@ from .data import load_dataset
 from .pool import run_in_processes
 from .runfiles import code_fingerprint, device_name, write_json_atomic
 
-__all__ = ["VARIANTS", "Study", "STUDY", "SUMMARY_NAME", "run_config", "run_key", "run_study", "summarise",
-           "variant_effects", "plot_summary", "between_variants", "main"]
+__all__ = ["VARIANTS", "Study", "STUDY", "SUMMARY_NAME", "run_config", "run_key", "run_study", "train_missing",
+           "summarise", "variant_effects", "plot_summary", "between_variants", "main"]
 
 #: The name of the committed summary of :data:`STUDY` that the book reads (written by ``main`` into
 #: the results folder, :func:`gaugelit.core.environment.results_dir`).
@@ -163,7 +163,14 @@ def run_study(study: Study = STUDY, out="results/ablation", *, jobs: int = 1, lo
     # seed by seed, so that a study stopped early has every variant for its first seeds
     configs = {run_key(c): c for s in study.seeds for v in study.variants for g in (False, True)
                for c in [run_config(study, v, g, s)]}
-    todo = [c for key, c in configs.items() if not _finished(out / f"{key}.json", c)]
+    return train_missing(configs, out, _train_one, run_key, jobs=jobs, log=log)
+
+
+def train_missing(configs: dict, out: Path, train_one, key, *, jobs: int = 1, log=print) -> list[dict]:
+    """Train the runs of ``configs`` (file key -> config) that have no finished file in ``out``, by
+    ``train_one(config, out)``, one after another or in ``jobs`` worker processes; return those trained.
+    The one resumable loop of the studies (this one and :mod:`gaugelit.experiments.mechanism`)."""
+    todo = [c for k, c in configs.items() if not _finished(out / f"{k}.json", c)]
     if log:
         log(f"{len(configs)} runs, {len(configs) - len(todo)} already finished in {out}")
     trained = []
@@ -171,14 +178,14 @@ def run_study(study: Study = STUDY, out="results/ablation", *, jobs: int = 1, lo
     def finished(config, record):
         trained.append(config)
         if log:
-            log(f"[{len(trained)}/{len(todo)}] {run_key(config)}: {record['wall_seconds']:.0f} s")
+            log(f"[{len(trained)}/{len(todo)}] {key(config)}: {record['wall_seconds']:.0f} s")
 
     if jobs <= 1 or len(todo) < 2:
         for config in todo:
-            finished(config, _train_one(config, str(out)))
+            finished(config, train_one(config, str(out)))
     else:
-        run_in_processes(functools.partial(_train_one, out=str(out)), todo, min(jobs, len(todo)), finished,
-                         log=log, label=run_key)
+        run_in_processes(functools.partial(train_one, out=str(out)), todo, min(jobs, len(todo)), finished,
+                         log=log, label=key)
     return todo
 
 

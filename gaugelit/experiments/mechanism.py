@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import hashlib
 import json
 import time
@@ -37,12 +36,11 @@ from ..core.environment import results_dir
 from ..core.network import ARCHITECTURES, he_init
 from ..training import OPTIMIZERS, matched_lr_scale, train
 from . import claims
-from .ablation import _data, _finished
-from .pool import run_in_processes
+from .ablation import _data, _finished, train_missing
 from .runfiles import code_fingerprint, device_name, write_json_atomic
 
 __all__ = ["ARMS", "COMPARISONS", "MEASURES", "MechanismStudy", "STUDY", "CI_STUDY", "run_config", "run_key",
-           "configs", "run_study", "load_records", "compare", "compare_all", "reading", "plot_arms", "main"]
+           "configs", "run_study", "load_records", "compare", "compare_all", "reading", "table", "plot_arms", "main"]
 
 #: The arms: the gauge-fixing mode train runs, and whether the rates are matched.
 ARMS = {"never": ("never", False), "init": ("init", False), "every": ("every", False), "matched": ("never", True)}
@@ -148,24 +146,7 @@ def run_study(study: MechanismStudy = STUDY, out=None, *, jobs: int = 1, log=pri
     """Train every run of ``study`` that has no finished file in ``out`` (default
     ``results_dir()/mechanism``); return the configs trained."""
     out = Path(out) if out is not None else results_dir() / "mechanism"
-    planned = configs(study)
-    todo = [c for key, c in planned.items() if not _finished(out / f"{key}.json", c)]
-    if log:
-        log(f"{len(planned)} runs, {len(planned) - len(todo)} already finished in {out}")
-    trained = []
-
-    def finished(config, record):
-        trained.append(config)
-        if log:
-            log(f"[{len(trained)}/{len(todo)}] {run_key(config)}: {record['wall_seconds']:.0f} s")
-
-    if jobs <= 1 or len(todo) < 2:
-        for config in todo:
-            finished(config, _train_one(config, str(out)))
-    else:
-        run_in_processes(functools.partial(_train_one, out=str(out)), todo, min(jobs, len(todo)), finished,
-                         log=log, label=run_key)
-    return todo
+    return train_missing(configs(study), out, _train_one, run_key, jobs=jobs, log=log)
 
 
 def load_records(study: MechanismStudy, out) -> list[dict]:
@@ -215,6 +196,17 @@ def reading(effects: dict[tuple, list[claims.Effect]], measure: str, architectur
     if verdict("matched", "init") == "negligible" and verdict("init", "never") == "holds":
         said.append("the change of rates")
     return "; ".join(said) or "no mechanism claimed"
+
+
+def table(records) -> tuple[str, dict]:
+    """Every comparison of :func:`compare_all` as text, one line per configuration, then the plan's
+    reading per measure and configuration; returns ``(text, effects)``."""
+    effects = compare_all(records)
+    lines = [f"{t:>7} - {c:<7} {m}  {' '.join(e.key):28} n={e.n}  {e.describe().split(f'n={e.n}', 1)[1].strip()}"
+             for (t, c, m), found in effects.items() for e in found]
+    found = sorted({(r["config"]["architecture"], r["config"]["optimizer"]) for r in records})
+    lines += [f"{m} {opt.upper()} {arch}: {reading(effects, m, arch, opt)}" for m in MEASURES for arch, opt in found]
+    return "\n".join(lines), effects
 
 
 def plot_arms(records, metric: str = "train_error", axes=None):

@@ -87,3 +87,13 @@ def test_the_plans_rule_reads_the_comparisons():
     # the regularised loss is the same in every arm: negligible everywhere for D1
     assert all(x.verdict == "negligible" for (t, c, m), v in effects.items() if m == "D1" for x in v)
     assert all(isinstance(x, claims.Effect) for v in effects.values() for x in v)
+
+
+def test_the_table_prints_every_comparison_and_the_reading():
+    records = fake_records({("3-layer", "sgd"): {"never": 0.0, "init": -0.5, "every": -0.5, "matched": -0.5}})
+    text, effects = mech.table(records)
+    lines = text.splitlines()
+    assert len(lines) == len(mech.COMPARISONS) * len(mech.MEASURES) + len(mech.MEASURES)
+    assert "init - every   D2  mnist 3-layer sgd" in text and "negligible" in text
+    assert lines[-1] == "D2 SGD 3-layer: init suffices; the change of rates"
+    assert effects == mech.compare_all(records)
