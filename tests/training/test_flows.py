@@ -161,3 +161,132 @@ def test_relu_pattern_marks_active_units_and_changes_at_a_kink(xp):
     moved = gl.LayeredNet([xp.asarray([[1.0], [-1.0]]), xp.asarray([[1.0, 1.0]])],
                           [xp.asarray([0.0, 0.1]), xp.asarray([0.0])])     # unit 1 switches off at x = 0.25
     assert (flows.relu_pattern(moved, X) != flows.relu_pattern(net, X)).sum() == 1
+
+
+# -- the l_{p,q} weight-balancing flow --------------------------------------------------------------
+
+LPQ = [(2.0, 1.0), (1.0, 2.0), (1.5, 0.5), (2.0, 3.0), (1.0, 1.5)]
+
+
+def _direct_lpq_velocity(net, X, y, p, q, lam, train_hidden_biases):
+    """``dtheta/dt = theta * du/dt`` with ``du/dt = -p q H^{-1} (theta * g)`` solved densely per
+    group, H the Hessian of ``s^(q/p)`` in ``u = log|theta|`` (an independent route to the flow)."""
+    _, gw, gb = gl.loss_and_grads(net, X, y)
+    last = len(net.weights) - 1
+    out_w, out_b = [], []
+    for l, (W, b) in enumerate(zip(net.weights, net.biases)):
+        grouped = l < last and train_hidden_biases
+        vw, vb = np.zeros_like(W), np.zeros_like(b)
+        for i in range(W.shape[0]):
+            theta = np.r_[W[i], b[i]] if grouped else W[i].copy()
+            decay = lam * (np.abs(W[i]) ** p).sum() ** (q / p - 1) * np.abs(W[i]) ** (p - 1) * np.sign(W[i])
+            g = (np.r_[gw[l][i], gb[l][i]] if grouped else gw[l][i]) + (np.r_[decay, 0] if grouped else decay)
+            m = np.abs(theta) ** p
+            s = m.sum()
+            H = p * q * s ** (q / p - 1) * np.diag(m) + q * (q - p) * s ** (q / p - 2) * np.outer(m, m)
+            v = theta * -p * q * np.linalg.solve(H, theta * g)
+            if grouped:
+                vw[i], vb[i] = v[:-1], v[-1]
+            else:
+                vw[i] = v
+        if l == last:
+            vb = -np.abs(b) ** (2 - p) * gb[l]
+        out_w.append(vw)
+        out_b.append(vb)
+    return out_w, out_b
+
+
+@pytest.mark.parametrize("p, q", LPQ)
+@pytest.mark.parametrize("train_hidden_biases", [True, False])
+def test_lpq_velocity_is_the_hessian_metric_flow(p, q, train_hidden_biases):
+    net = random_net([4, 6, 5, 3], seed=11)
+    X, y = data()
+    vW, vb = flows.flow_velocity(net, X, y, p, q=q, weight_decay=0.3, train_hidden_biases=train_hidden_biases)
+    wW, wb = _direct_lpq_velocity(net, X, y, p, q, 0.3, train_hidden_biases)
+    for got, want in zip(vW + vb, wW + wb):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-13)
+
+
+def test_lpq_flow_at_q_equal_p_is_todays_flow():
+    net = random_net([4, 6, 5, 3], seed=12)
+    X, y = data()
+    for p in (1.0, 1.5):
+        a = flows.flow_velocity(net, X, y, p, weight_decay=0.2)
+        b = flows.flow_velocity(net, X, y, p, q=p, weight_decay=0.2)
+        for x, z in zip(a[0] + a[1], b[0] + b[1]):
+            np.testing.assert_array_equal(x, z)
+        for x, z in zip(gl.balance_gaps(net, p), flows.lpq_balance_gaps(net, p, p)):
+            np.testing.assert_array_equal(x, z)
+
+
+@pytest.mark.parametrize("p, q", LPQ)
+def test_lpq_balance_rate_vanishes_along_its_flow_and_not_along_todays(p, q):
+    net = random_net([5, 7, 6, 3], seed=13)
+    X, y = data(d=5)
+    for r in flows.balance_rate(net, flows.flow_velocity(net, X, y, p, q=q), p, q=q):
+        np.testing.assert_allclose(r, 0, atol=1e-12)
+    naive = flows.balance_rate(net, flows.flow_velocity(net, X, y, p), p, q=q)   # the l_p modulation
+    assert max(np.abs(r).max() for r in naive) > 1e-3
+
+
+@pytest.mark.parametrize("p, q", LPQ)
+def test_lpq_balance_rate_with_decay_is_minus_lambda_p_delta(p, q):
+    net = random_net([5, 7, 6, 3], seed=14)
+    net = gl.LayeredNet(net.weights, [np.zeros(7), np.zeros(6), net.biases[-1]])
+    X, y = data(d=5)
+    v = flows.flow_velocity(net, X, y, p, q=q, weight_decay=0.3, train_hidden_biases=False)
+    for r, gap in zip(flows.balance_rate(net, v, p, include_bias=False, q=q),
+                      flows.lpq_balance_gaps(net, p, q, include_bias=False)):
+        np.testing.assert_allclose(r, -0.3 * p * gap, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("p, q", LPQ)
+def test_lpq_balance_rate_matches_finite_difference_of_its_gaps(p, q):
+    net = random_net([3, 5, 4, 2], seed=15)
+    rng = np.random.default_rng(1)
+    vW = [rng.standard_normal(W.shape) for W in net.weights]
+    vb = [rng.standard_normal(b.shape) for b in net.biases]
+    h = 1e-6
+    ahead = gl.LayeredNet([W + h * v for W, v in zip(net.weights, vW)], [b + h * v for b, v in zip(net.biases, vb)])
+    behind = gl.LayeredNet([W - h * v for W, v in zip(net.weights, vW)], [b - h * v for b, v in zip(net.biases, vb)])
+    for include_bias in (True, False):
+        rate = flows.balance_rate(net, (vW, vb), p, include_bias=include_bias, q=q)
+        for r, g1, g0 in zip(rate, flows.lpq_balance_gaps(ahead, p, q, include_bias),
+                             flows.lpq_balance_gaps(behind, p, q, include_bias)):
+            np.testing.assert_allclose(r, (g1 - g0) / (2 * h), rtol=1e-5, atol=1e-7)
+
+
+def test_lpq_gaps_vanish_at_the_minimum_norm_gauge():
+    net = random_net([4, 6, 5, 3], seed=16)
+    for p, q in LPQ:
+        balanced = gl.minnorm(net, p, q, gamma_tol=1e-11).net
+        for gap, (W, _) in zip(flows.lpq_balance_gaps(balanced, p, q, include_bias=False),
+                               zip(balanced.weights, balanced.weights[1:])):
+            scale = ((np.abs(W) ** p).sum(axis=1)) ** (q / p)
+            np.testing.assert_allclose(gap / scale, 0, atol=1e-9)
+        assert flows.lpq_imbalance(balanced, p, q) < 1e-10 < flows.lpq_imbalance(net, p, q)
+
+
+def test_integrated_lpq_flow_conserves_and_decays():
+    net = random_net([4, 6, 5, 3], seed=17)
+    X, y = data()
+    run = flows.integrate_flow(net, X, y, 1.0, 1.0, dt=0.01, q=2.0, record_every=10)
+    assert run.loss[-1] < run.loss[0]
+    np.testing.assert_allclose(run.gaps, np.broadcast_to(run.gaps[0], run.gaps.shape), rtol=0, atol=1e-7)
+    np.testing.assert_allclose(run.norm[0], gl.solvers.lpq_norm(net, 1.0, 2.0))
+    frozen = gl.LayeredNet(net.weights, [np.zeros(6), np.zeros(5), net.biases[-1]])
+    run = flows.integrate_flow(frozen, X, y, 2.0, 1.0, dt=0.01, q=1.0, weight_decay=0.3,
+                               train_hidden_biases=False, record_every=10)
+    np.testing.assert_allclose(run.gaps[-1], run.gaps[0] * np.exp(-0.3 * 2.0), rtol=1e-3, atol=1e-4)
+
+
+def test_lpq_flow_refuses_an_empty_group_where_its_speed_is_unbounded():
+    net = random_net([4, 6, 5, 3], seed=18)
+    W0 = net.weights[0].copy()
+    W0[2] = 0
+    dead = gl.LayeredNet([W0] + net.weights[1:], [np.r_[net.biases[0][:2], 0.0, net.biases[0][3:]]] + net.biases[1:])
+    X, y = data()
+    with pytest.raises(ValueError, match="unit 2 of layer 1"):
+        flows.flow_velocity(dead, X, y, 1.0, q=2.5)
+    vW, vb = flows.flow_velocity(dead, X, y, 1.0, q=1.5)          # speed ~ |theta|^(2-q) -> 0
+    assert not vW[0][2].any() and vb[0][2] == 0 and all(np.isfinite(v).all() for v in vW + vb)
