@@ -4,7 +4,9 @@ and where the printed form is wrong. It is read from the book's MyST notebooks, 
 Conventions in ``book/*.md``
 ----------------------------
 * A displayed equation carries a MyST label ``eq-N``: ``$$ ... $$ (eq-N)``, or a ``{math}``
-  directive with ``:label: eq-N``.
+  directive with ``:label: eq-N``. An equation the book derives for the published version's
+  l_{p,q} norm, whose own numbers are not available here, carries ``pq-N`` instead (shown as
+  ``(pq.N)``); everything below holds for it too, and it must be checked.
 * A code cell checks equation N when it has a comment ``# checks eq-N`` (several labels may be
   listed: ``# checks eq-10, eq-11``). The check is *symbolic* when the cell uses SymPy (``sp.`` or
   ``sympy``) and *numeric* when it compares numbers (``np.testing``, ``assert_allclose``, or an
@@ -29,16 +31,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["Display", "Check", "Typo", "Slip", "Ledger", "book_dir", "parse_page", "parse_book", "ledger_rows",
-           "problems", "markdown_table", "slips_table", "REQUIRED", "setup"]
+           "problems", "markdown_table", "slips_table", "REQUIRED", "PREFIXES", "number", "prefix", "shown_number",
+           "setup"]
 
 #: The equations the book must display and check (the issue's range, eqs. 10-37).
 REQUIRED = range(10, 38)
 
-_DOLLAR_LABEL = re.compile(r"\$\$\s*\((eq-\d+)\)")
-_MATH_LABEL = re.compile(r"^\s*:label:\s*(eq-\d+)\s*$")
-_CHECKS = re.compile(r"#\s*checks\s+(eq-\d+(?:\s*,\s*eq-\d+)*)", re.IGNORECASE)
-_TYPO = re.compile(r"#\s*(typo|slip)\s+(eq-\d+)\s*:\s*(.+?)\s*$", re.IGNORECASE)
-_SLIP = re.compile(r"#\s*slip\s+(?!eq-\d+\s*:)([^:]+?)\s*:\s*(.+?)\s*$", re.IGNORECASE)
+#: The two kinds of label: the paper's equations and those derived here for the l_{p,q} norm.
+PREFIXES = ("eq", "pq")
+_LABEL = r"(?:eq|pq)-\d+"
+_DOLLAR_LABEL = re.compile(rf"\$\$\s*\(({_LABEL})\)")
+_MATH_LABEL = re.compile(rf"^\s*:label:\s*({_LABEL})\s*$")
+_CHECKS = re.compile(rf"#\s*checks\s+({_LABEL}(?:\s*,\s*{_LABEL})*)", re.IGNORECASE)
+_TYPO = re.compile(rf"#\s*(typo|slip)\s+({_LABEL})\s*:\s*(.+?)\s*$", re.IGNORECASE)
+_SLIP = re.compile(rf"#\s*slip\s+(?!{_LABEL}\s*:)([^:]+?)\s*:\s*(.+?)\s*$", re.IGNORECASE)
 _CODE_FENCE = re.compile(r"^(`{3,}|~{3,})\{code-cell\}")
 _SYMBOLIC = re.compile(r"\bsp\.|\bsympy\b")
 _NUMERIC = re.compile(r"np\.testing|assert_allclose|assert_array_equal|assert_array_less")
@@ -96,8 +102,18 @@ class Ledger:
 
 
 def number(label: str) -> int:
-    """``"eq-12"`` -> ``12``."""
+    """``"eq-12"`` -> ``12`` (and ``"pq-3"`` -> ``3``)."""
     return int(label.split("-", 1)[1])
+
+
+def prefix(label: str) -> str:
+    """``"eq-12"`` -> ``"eq"``, ``"pq-3"`` -> ``"pq"``."""
+    return label.split("-", 1)[0]
+
+
+def shown_number(label: str) -> str:
+    """The number a reader sees: ``12`` for ``eq-12`` (the paper's), ``pq.3`` for ``pq-3``."""
+    return str(number(label)) if prefix(label) == "eq" else f"{prefix(label)}.{number(label)}"
 
 
 def book_dir() -> Path:
@@ -158,7 +174,7 @@ def parse_page(path) -> Ledger:
         for line in text.splitlines():
             m = _CHECKS.search(line)
             if m:
-                for label in re.findall(r"eq-\d+", m.group(1)):
+                for label in re.findall(_LABEL, m.group(1)):
                     checks.append(Check(label, page, start, frozenset(kinds or {"numeric"}), asserts))
             m = _TYPO.search(line)
             if m:
@@ -183,8 +199,9 @@ def parse_book(folder=None) -> Ledger:
     return ledger
 
 
-def ledger_rows(ledger: Ledger | None = None, numbers=None) -> list[dict]:
-    """One row per equation (those displayed, checked or listed in ``numbers``), in order.
+def ledger_rows(ledger: Ledger | None = None, numbers=None, kind: str = "eq") -> list[dict]:
+    """One row per equation with labels of ``kind`` (``"eq"``: the paper's; ``"pq"``: derived for
+    the l_{p,q} norm) that is displayed, checked or listed in ``numbers``, in order.
 
     Each row: ``label``, ``number``, ``displayed`` (pages), ``checked`` (pages, in order of first
     check), ``checks`` (how many cells), ``how`` (``symbolic``/``numeric``/``both``/``""``),
@@ -192,7 +209,8 @@ def ledger_rows(ledger: Ledger | None = None, numbers=None) -> list[dict]:
     """
     ledger = parse_book() if ledger is None else ledger
     labels = {d.label for d in ledger.displays} | {c.label for c in ledger.checks}
-    labels |= {t.label for t in ledger.typos} | {f"eq-{n}" for n in (numbers or ())}
+    labels |= {t.label for t in ledger.typos} | {f"{kind}-{n}" for n in (numbers or ())}
+    labels = {label for label in labels if prefix(label) == kind}
     by_label = defaultdict(list)
     for c in ledger.checks:
         by_label[c.label].append(c)
@@ -217,7 +235,8 @@ def ledger_rows(ledger: Ledger | None = None, numbers=None) -> list[dict]:
 def problems(ledger: Ledger | None = None, required=REQUIRED) -> list[str]:
     """What is wrong with the ledger: a required equation not displayed or not checked, a label
     displayed twice, a check or typo mark naming an equation that is not displayed, a check cell
-    without an assertion. Empty when all is well."""
+    without an assertion, a derived (``pq-N``) equation displayed without a check. Empty when all
+    is well."""
     ledger = parse_book() if ledger is None else ledger
     out = []
     shown = defaultdict(list)
@@ -233,6 +252,9 @@ def problems(ledger: Ledger | None = None, required=REQUIRED) -> list[str]:
             out.append(f"{label} is not displayed with a label")
         if label not in checked:
             out.append(f"{label} has no check cell (# checks {label})")
+    for label in sorted(set(shown) - checked, key=number):
+        if prefix(label) == "pq":
+            out.append(f"{label} is derived and displayed but has no check cell (# checks {label})")
     for c in ledger.checks:
         if c.label not in shown:
             out.append(f"{c.page}:{c.line} checks {c.label}, which no page displays")
@@ -255,9 +277,10 @@ def markdown_table(rows: list[dict], link: bool = True) -> str:
     head = "| Eq. | Displayed in | Checked in | Checks | How | Printed form |\n|---|---|---|---|---|---|"
     lines = [head]
     for r in rows:
-        eq = f"{{eq}}`{r['label']}`" if link and r["displayed"] else f"({r['number']})"
+        eq = f"{{eq}}`{r['label']}`" if link and r["displayed"] else f"({shown_number(r['label'])})"
         printed = "; ".join([f"**typo**: {note}" for note in r["typos"]]
-                            + [f"**slip**: {note}" for note in r.get("slips", [])]) or "as printed"
+                            + [f"**slip**: {note}" for note in r.get("slips", [])])
+        printed = printed or ("as printed" if prefix(r["label"]) == "eq" else "derived here")
         lines.append(f"| {eq} | {pages(r['displayed'])} | {pages(r['checked'])} "
                      f"| {r['checks']} | {r['how'] or '—'} | {printed.replace('|', chr(92) + '|')} |")
     return "\n".join(lines)
@@ -275,27 +298,28 @@ def slips_table(ledger: Ledger | None = None, link: bool = True) -> str:
 
 # -- Sphinx: the paper's equation numbers ------------------------------------------------------
 
-_PAPER_NODE_ID = re.compile(r"equation-eq-(\d+)")
+_PAPER_NODE_ID = re.compile(r"equation-((?:eq|pq)-\d+)")
 
 
 def _paper_numbers(app, env):
     """After Sphinx numbers the displays of each page (``env-get-updated``), give ``eq-N`` the
-    number N: in ``toc_fignumbers`` (used with ``numfig``, Jupyter Book's default) and in the math
-    domain (used without it)."""
+    number N and ``pq-N`` the number pq.N: in ``toc_fignumbers`` (used with ``numfig``, Jupyter
+    Book's default) and in the math domain (used without it)."""
     for numbers in env.toc_fignumbers.values():
         shown = numbers.get("displaymath", {})
         for node_id in shown:
             m = _PAPER_NODE_ID.fullmatch(node_id)
             if m:
-                shown[node_id] = (int(m.group(1)),)
+                label = m.group(1)
+                shown[node_id] = (number(label),) if prefix(label) == "eq" else (prefix(label), number(label))
     equations = env.get_domain("math").data.get("objects", {})
     for label, (docname, _) in list(equations.items()):
-        if re.fullmatch(r"eq-\d+", label):
-            equations[label] = (docname, number(label))
+        if re.fullmatch(_LABEL, label):
+            equations[label] = (docname, number(label) if prefix(label) == "eq" else shown_number(label))
     return []
 
 
 def setup(app):
-    """Sphinx entry point: number ``eq-N`` displays as in the paper."""
+    """Sphinx entry point: number ``eq-N`` displays as in the paper, ``pq-N`` as pq.N."""
     app.connect("env-get-updated", _paper_numbers, priority=900)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -159,3 +159,34 @@ def test_the_papers_slips_are_marked():
     rows = {r["number"]: r for r in ledger.ledger_rows(book)}
     assert rows[35]["slips"] and rows[41]["slips"] and rows[18]["slips"]
     assert any("7-layer" in s.where for s in book.slips)
+
+
+def test_derived_lpq_labels_are_their_own_table_and_must_be_checked(tmp_path):
+    page = tmp_path / "lpq.md"
+    page.write_text(textwrap.dedent('''\
+        $$ F = 1 $$ (eq-10)
+
+        $$ G = 2 $$ (pq-10)
+
+        $$ H = 3 $$ (pq-2)
+
+        ```{code-cell} ipython3
+        # checks eq-10, pq-10
+        assert 1 == 1
+        ```
+        '''))
+    parsed = ledger.parse_page(page)
+    assert [d.label for d in parsed.displays] == ["eq-10", "pq-10", "pq-2"]
+    assert [r["label"] for r in ledger.ledger_rows(parsed)] == ["eq-10"]          # the paper's only
+    rows = ledger.ledger_rows(parsed, kind="pq")
+    assert [(r["label"], r["checks"]) for r in rows] == [("pq-2", 0), ("pq-10", 1)]
+    issues = ledger.problems(parsed, required=[])
+    assert issues == ["pq-2 is derived and displayed but has no check cell (# checks pq-2)"]
+    table = ledger.markdown_table(rows, link=False)
+    assert "(pq.2)" in table and "derived here" in table and ledger.shown_number("eq-10") == "10"
+
+
+def test_the_book_checks_every_derived_lpq_equation():
+    book = ledger.parse_book()
+    rows = ledger.ledger_rows(book, kind="pq")
+    assert len(rows) >= 10 and all(r["checks"] and r["asserts"] and r["displayed"] for r in rows)

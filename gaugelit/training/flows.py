@@ -272,7 +272,8 @@ def integrate_flow(net: LayeredNet, X, y, p: float, t_end: float, *, dt: float =
     ``||W||_{p,q}^q`` and the l_{p,q} imbalance ``max |T_k - S_k| / (T_k + S_k)``.
 
     A fixed step keeps the error analysis simple: RK4's local error is ``O(dt^5)`` where the loss
-    is smooth; ReLU kinks crossed during a step cost ``O(dt^2)`` each. The input is not modified.
+    is smooth. At a ReLU kink the velocity jumps, and the step that crosses it errs by ``O(dt)``
+    times the jump. The input is not modified.
     """
     p = check_p(p)
     q = check_q(q, p)
