@@ -19,6 +19,12 @@ over the configurations (network x optimiser) of each comparison. Each run is wr
 
     python -m gaugelit mechanism --jobs 2                 # the plan's study: MNIST, 10k/2k, 10 epochs
     python -m gaugelit mechanism --size ci --jobs 2       # the book's CI-size study
+    python -m gaugelit mechanism --sweeps --jobs 2        # the plan's sweeps (SWEEPS), in RESULTS/mechanism-sweeps
+
+The sweeps (:data:`SWEEPS`) vary one setting at a time on the 3-layer network, ``every`` against
+``never``, seeds 0-2: weight decay x0.1 and x10, learning rate x0.5 and x2, EG+-'s beta x0.1 and x10
+(EGD only). The plan reports them with intervals and no verdicts (:func:`sweep_table`); their x1 is
+the plan's study itself.
 """
 from __future__ import annotations
 
@@ -39,8 +45,9 @@ from . import claims
 from .ablation import _data, _finished, train_missing
 from .runfiles import code_fingerprint, device_name, write_json_atomic
 
-__all__ = ["ARMS", "COMPARISONS", "MEASURES", "MechanismStudy", "STUDY", "CI_STUDY", "run_config", "run_key",
-           "configs", "run_study", "load_records", "compare", "compare_all", "reading", "table", "plot_arms", "main"]
+__all__ = ["ARMS", "COMPARISONS", "MEASURES", "MechanismStudy", "STUDY", "CI_STUDY", "SWEEPS", "run_config",
+           "run_key", "configs", "run_study", "load_records", "compare", "compare_all", "reading", "table",
+           "plot_arms", "sweep_effects", "sweep_table", "main"]
 
 #: The arms: the gauge-fixing mode train runs, and whether the rates are matched.
 ARMS = {"never": ("never", False), "init": ("init", False), "every": ("every", False), "matched": ("never", True)}
@@ -61,7 +68,8 @@ _SAVED = ("epoch", "reg_loss", "reg_loss_min_norm", "train_error", "test_error",
 class MechanismStudy:
     """The runs: ``architectures`` x ``optimizers`` x ``arms`` x ``seeds`` on the first ``n_train``
     training and ``n_test`` test examples of ``dataset``, with the paper's settings otherwise;
-    ``lr_factor`` and ``weight_decay_factor`` multiply the paper's learning rate and decay (the sweeps)."""
+    ``lr_factor`` and ``weight_decay_factor`` multiply the paper's learning rate and decay, and
+    ``beta_factor`` EG+-'s beta (the sweeps)."""
     dataset: str = "mnist"
     architectures: tuple = ("3-layer", "5-layer", "7-layer")
     optimizers: tuple = ("sgd", "egd")
@@ -74,6 +82,7 @@ class MechanismStudy:
     lr_decay: float = 0.95
     lr_factor: float = 1.0
     weight_decay_factor: float = 1.0
+    beta_factor: float = 1.0
 
     def __post_init__(self):
         for name, values, known in (("architectures", self.architectures, ARCHITECTURES),
@@ -83,14 +92,24 @@ class MechanismStudy:
                 raise ValueError(f"{name}: unknown {bad or 'none given'}; choose from {', '.join(known)}")
         if not self.seeds or int(self.epochs) != self.epochs or self.epochs < 1:
             raise ValueError(f"need at least one seed and epochs >= 1, got {self.seeds}, {self.epochs}")
-        if not (self.lr_factor > 0 and self.weight_decay_factor > 0):
-            raise ValueError("lr_factor and weight_decay_factor must be > 0")
+        if not (self.lr_factor > 0 and self.weight_decay_factor > 0 and self.beta_factor > 0):
+            raise ValueError("lr_factor, weight_decay_factor and beta_factor must be > 0")
 
 
 #: The plan's study (10 epochs on the first 10,000 MNIST examples: 3,130 steps a run).
 STUDY = MechanismStudy()
 #: The book's study at CI size: the CI grid's data and epochs, three seeds.
 CI_STUDY = MechanismStudy(n_train=2000, n_test=1000, epochs=3, seeds=(0, 1, 2))
+_SWEEP_BASE = dataclasses.replace(STUDY, architectures=("3-layer",), arms=("every", "never"), seeds=(0, 1, 2))
+#: The plan's sweeps, each one setting varied alone; their x1 is :data:`STUDY`'s runs of the same cells.
+SWEEPS = {
+    "weight decay x0.1": dataclasses.replace(_SWEEP_BASE, weight_decay_factor=0.1),
+    "weight decay x10": dataclasses.replace(_SWEEP_BASE, weight_decay_factor=10.0),
+    "learning rate x0.5": dataclasses.replace(_SWEEP_BASE, lr_factor=0.5),
+    "learning rate x2": dataclasses.replace(_SWEEP_BASE, lr_factor=2.0),
+    "beta x0.1": dataclasses.replace(_SWEEP_BASE, optimizers=("egd",), beta_factor=0.1),
+    "beta x10": dataclasses.replace(_SWEEP_BASE, optimizers=("egd",), beta_factor=10.0),
+}
 
 
 def run_config(study: MechanismStudy, architecture: str, optimizer: str, arm: str, seed: int) -> dict:
@@ -100,13 +119,21 @@ def run_config(study: MechanismStudy, architecture: str, optimizer: str, arm: st
             "n_train": study.n_train, "n_test": study.n_test, "epochs": int(study.epochs),
             "batch_size": study.batch_size, "lr_decay": study.lr_decay, "seed": int(seed),
             "lr": paper["lr"] * study.lr_factor, "weight_decay": paper["weight_decay"] * study.weight_decay_factor,
-            "delta": 1e-3, "dtype": "float32", "egd_biases": "plus-minus"}
+            "delta": 1e-3, "dtype": "float32", "egd_biases": "plus-minus",
+            # only where it differs, so that the study's own runs keep their keys
+            **({"egd_beta_factor": float(study.beta_factor)} if study.beta_factor != 1 else {})}
 
 
 def run_key(config: dict) -> str:
-    """The file name of a run: readable, with a hash of its whole configuration."""
+    """The file name of a run: readable (a sweep's setting named), with a hash of its whole configuration."""
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
-    return f"{config['architecture']}_{config['optimizer']}_{config['arm']}_seed{config['seed']}_{digest}"
+    paper = OPTIMIZERS[config["optimizer"]]
+    tags = [f"{name}{value:g}" for name, value in (("lr", config["lr"] / paper["lr"]),
+                                                    ("wd", config["weight_decay"] / paper["weight_decay"]),
+                                                    ("beta", config.get("egd_beta_factor", 1.0)))
+            if abs(value - 1) > 1e-12]
+    tag = "".join(f"_{t}" for t in tags)
+    return f"{config['architecture']}_{config['optimizer']}_{config['arm']}_seed{config['seed']}{tag}_{digest}"
 
 
 def _train_one(config: dict, out: str) -> dict:
@@ -126,7 +153,7 @@ def _train_one(config: dict, out: str) -> dict:
                                  batch_size=config["batch_size"], lr_decay=config["lr_decay"], gauge_fix=mode,
                                  delta=config["delta"], seed=config["seed"], progress=False, X_test=X_test,
                                  y_test=y_test, min_norm_loss=True, egd_biases=config["egd_biases"],
-                                 lr_scale=scale)
+                                 lr_scale=scale, egd_beta_scale=config.get("egd_beta_factor", 1.0))
     record = {"config": config, "code": code_fingerprint(), "device": device_name(np),
               "wall_seconds": time.perf_counter() - started,
               "lr_scale": None if scale is None else [list(map(float, part)) for part in scale],
@@ -241,6 +268,41 @@ def plot_arms(records, metric: str = "train_error", axes=None):
     return axes
 
 
+def sweep_effects(reference, sweeps: dict) -> list[dict]:
+    """``every`` - ``never`` in each measure, per setting and optimiser: ``reference`` are the plan
+    study's records (the x1 of every sweep; only its 3-layer runs of the sweeps' seeds are used) and
+    ``sweeps`` maps a name of :data:`SWEEPS` to its records. Each row: ``setting``, ``optimizer``,
+    ``measure``, the :class:`~gaugelit.experiments.claims.Effect` (its interval is what the plan
+    reports; the sweeps have no verdicts), and ``bias`` (the learned output biases' mean magnitude
+    per arm, mean over seeds)."""
+    base = _SWEEP_BASE
+    ref = [r for r in reference if r["config"]["architecture"] in base.architectures
+           and r["config"]["seed"] in base.seeds and r["config"]["arm"] in base.arms]
+    rows = []
+    for setting, records in [("x1", ref)] + list(sweeps.items()):
+        for measure in MEASURES:
+            for e in compare(records, "every", "never", measure):
+                opt = e.key[2]
+                bias = {arm: float(np.mean([r["output_bias_mean_abs"] for r in records
+                                            if (r["config"]["optimizer"], r["config"]["arm"]) == (opt, arm)]))
+                        for arm in base.arms}
+                rows.append({"setting": setting, "optimizer": opt, "measure": measure, "effect": e, "bias": bias})
+    return rows
+
+
+def sweep_table(rows) -> str:
+    """:func:`sweep_effects` as text: one line per setting, optimiser and measure, the factor
+    ``exp(mean)`` of every over never with its 95% interval (no verdict: the plan's sweeps describe)."""
+    lines = []
+    for r in rows:
+        e = r["effect"]
+        ci = (f"[x{np.exp(e.low):.2f}, x{np.exp(e.high):.2f}]" if e.n >= claims.MIN_SEEDS else "(no interval)")
+        lines.append(f"{r['setting']:>20}  {r['optimizer'].upper()}  {r['measure']}  n={e.n}  every/never "
+                     f"x{np.exp(e.mean):.2f} {ci}   |b_out| never {r['bias']['never']:.3g}, "
+                     f"every {r['bias']['every']:.3g}")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="gaugelit mechanism", description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=("plan", "ci"), default="plan",
@@ -249,7 +311,19 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None, help="run files (default RESULTS/mechanism[-ci])")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (one per core)")
+    parser.add_argument("--sweeps", nargs="*", default=None, metavar="SETTING",
+                        help="run the plan's sweeps (all, or those named, e.g. 'beta x10') instead of the study")
     args = parser.parse_args(argv)
+    if args.sweeps is not None:
+        names = args.sweeps or list(SWEEPS)
+        unknown = [n for n in names if n not in SWEEPS]
+        if unknown:
+            parser.error(f"unknown sweep {unknown}; choose from {', '.join(SWEEPS)}")
+        out = args.out or results_dir() / "mechanism-sweeps"
+        for seed in _SWEEP_BASE.seeds:          # seed by seed, so that a stopped sweep is complete per seed
+            for name in names:
+                run_study(dataclasses.replace(SWEEPS[name], seeds=(seed,)), out, jobs=args.jobs)
+        return 0
     study = STUDY if args.size == "plan" else CI_STUDY
     if args.architectures:
         study = dataclasses.replace(study, architectures=tuple(args.architectures))

@@ -38,7 +38,7 @@ def train(net: LayeredNet, X, y, *, optimizer: str = "sgd", p: float | None = No
           batch_size: int = 32, lr_decay: float = 0.95, gauge_fix: bool | str = False, delta: float = 1e-3,
           seed: int = 0, progress: bool = True, loss: str = "log", train_hidden_biases: bool = False,
           soft_gauge: float = 0.0, X_test=None, y_test=None, min_norm_loss: bool = False,
-          egd_biases: str = "plus-minus", lr_scale=None):
+          egd_biases: str = "plus-minus", lr_scale=None, egd_beta_scale: float = 1.0):
     """Train ``net`` with SGD (l2) or EGD (l1) as in section 4 of the paper; return ``(net, history)``.
 
     ``p``, ``lr`` and ``weight_decay`` default to the paper's values for the optimizer
@@ -70,6 +70,8 @@ def train(net: LayeredNet, X, y, *, optimizer: str = "sgd", p: float | None = No
     ``egd_biases`` (EGD only; :data:`~gaugelit.EGD_BIASES`): ``"plus-minus"`` trains the biases by
     EG+- with ``beta`` from :func:`~gaugelit.egd_bias_scale` at the start, so biases that start at
     zero are learned; ``"as-printed"`` applies eq. (41) to them, which leaves zero biases at zero.
+    ``egd_beta_scale`` multiplies that ``beta`` (the sweeps of the mechanism study; EG+-'s bias flow
+    is ``db/dt = -sqrt(b^2 + 4 beta^2) dL/db``, so ``beta`` sets how fast a small bias moves).
     """
     if not isinstance(net, LayeredNet):
         raise TypeError(f"train: expected a LayeredNet, got {type(net).__name__}")
@@ -80,7 +82,8 @@ def train(net: LayeredNet, X, y, *, optimizer: str = "sgd", p: float | None = No
                        lr=lr, weight_decay=weight_decay, epochs=epochs, batch_size=batch_size,
                        lr_decay=lr_decay, delta=delta, progress=progress, loss=loss,
                        train_hidden_biases=train_hidden_biases, soft_gauge=soft_gauge, X_test=X_test,
-                       y_test=y_test, min_norm_loss=min_norm_loss, egd_biases=egd_biases, lr_scales=scales)
+                       y_test=y_test, min_norm_loss=min_norm_loss, egd_biases=egd_biases, lr_scales=scales,
+                       egd_beta_scale=egd_beta_scale)
     if isinstance(result, TrainingDiverged):
         raise result
     return result
@@ -90,7 +93,8 @@ def train_many(nets, X, y, *, gauge_fix=False, seeds=None, optimizer: str = "sgd
                weight_decay=None, epochs: int = 30, batch_size: int = 32, lr_decay: float = 0.95,
                delta: float = 1e-3, progress: bool = True, loss: str = "log",
                train_hidden_biases: bool = False, soft_gauge: float = 0.0, X_test=None, y_test=None,
-               min_norm_loss: bool = False, egd_biases: str = "plus-minus", lr_scale=None):
+               min_norm_loss: bool = False, egd_biases: str = "plus-minus", lr_scale=None,
+               egd_beta_scale: float = 1.0):
     """Train networks of one architecture together; return one ``(net, history)`` per network, in
     order, each equal to ``train(nets[i], X, y, gauge_fix=gauge_fix[i], seed=seeds[i], ...)`` (on
     the CPU exactly: the stack runs per model the same arithmetic).
@@ -127,7 +131,7 @@ def train_many(nets, X, y, *, gauge_fix=False, seeds=None, optimizer: str = "sgd
                   weight_decay=weight_decay, epochs=epochs, batch_size=batch_size, lr_decay=lr_decay,
                   delta=delta, progress=progress, loss=loss, train_hidden_biases=train_hidden_biases,
                   soft_gauge=soft_gauge, X_test=X_test, y_test=y_test, min_norm_loss=min_norm_loss,
-                  egd_biases=egd_biases, lr_scales=scales)
+                  egd_biases=egd_biases, lr_scales=scales, egd_beta_scale=egd_beta_scale)
 
 
 #: The gauge-fixing modes of :func:`train`: none, once before the first step, before every step.
@@ -190,7 +194,7 @@ def _per_model(value, k, name, check):
 
 def _train(nets, X, y, *, gauge, seeds, where, optimizer, p, lr, weight_decay, epochs, batch_size, lr_decay,
            delta, progress, loss, train_hidden_biases, soft_gauge, X_test, y_test, min_norm_loss, egd_biases,
-           lr_scales):
+           lr_scales, egd_beta_scale=1.0):
     """The one loop of :func:`train` and :func:`train_many`: a list of ``(net, history)`` or
     :class:`TrainingDiverged`, one per network."""
     p, lr, weight_decay = _check_settings(optimizer, p, lr, weight_decay, epochs, batch_size, lr_decay,
@@ -201,6 +205,7 @@ def _train(nets, X, y, *, gauge, seeds, where, optimizer, p, lr, weight_decay, e
     train_hidden_biases = switch(train_hidden_biases, "train_hidden_biases")
     min_norm_loss = switch(min_norm_loss, "min_norm_loss")
     soft_gauge = real(soft_gauge, "soft_gauge", low=0)
+    egd_beta_scale = real(egd_beta_scale, "egd_beta_scale", low=0, low_open=True)
     if egd_biases not in EGD_BIASES:
         raise ValueError(f"egd_biases must be one of {EGD_BIASES}, got {egd_biases!r}")
     delta = real(delta, "delta (Algorithm 1's tolerance)", low=0, low_open=True)
@@ -236,7 +241,8 @@ def _train(nets, X, y, *, gauge, seeds, where, optimizer, p, lr, weight_decay, e
     trained = set(_trained_biases(first, train_hidden_biases))
     # EG+-'s beta is taken once, from each network as given, before any balancing; a balancing
     # rescales it with its unit, as a later gauge move does in the stack
-    beta = ({l: [np.full(first.sizes[l + 1], egd_bias_scale(net, l)) for net in nets] for l in trained}
+    beta = ({l: [np.full(first.sizes[l + 1], egd_bias_scale(net, l) * egd_beta_scale) for net in nets]
+             for l in trained}
             if optimizer == "egd" and egd_biases == "plus-minus" else {})
     init_iterations = np.zeros(K, dtype=np.int64)
     nets = list(nets)

@@ -97,3 +97,41 @@ def test_the_table_prints_every_comparison_and_the_reading():
     assert "init - every   D2  mnist 3-layer sgd" in text and "negligible" in text
     assert lines[-1] == "D2 SGD 3-layer: init suffices; the change of rates"
     assert effects == mech.compare_all(records)
+
+
+def test_the_sweeps_are_the_plans_and_keep_the_studys_keys():
+    keys = [k for s in mech.SWEEPS.values() for k in mech.configs(s)]
+    # weight decay and learning rate: 2 settings x 2 optimisers x 2 arms x 3 seeds each; beta: EGD only
+    assert len(keys) == len(set(keys)) == 2 * 24 + 12
+    assert sum("_wd0.1_" in k for k in keys) == sum("_lr2_" in k for k in keys) == 12
+    assert sum("_beta10_" in k for k in keys) == 6 and all("egd" in k for k in keys if "_beta" in k)
+    assert all(s.architectures == ("3-layer",) and s.seeds == (0, 1, 2) for s in mech.SWEEPS.values())
+    # the study's own runs have no tag and no beta entry: their committed files keep their names
+    for key, config in mech.configs(mech.STUDY).items():
+        assert "egd_beta_factor" not in config and key.count("_") == 4
+    c = mech.run_config(mech.SWEEPS["beta x0.1"], "3-layer", "egd", "every", 1)
+    assert c["egd_beta_factor"] == 0.1 and mech.run_key(c).startswith("3-layer_egd_every_seed1_beta0.1_")
+    with pytest.raises(ValueError, match="beta_factor"):
+        mech.MechanismStudy(beta_factor=0.0)
+
+
+def test_a_beta_sweep_runs_with_its_beta(tmp_path, synthetic):
+    big = small(optimizers=("egd",), arms=("never",), beta_factor=10.0)
+    (record,) = [mech._train_one(c, str(tmp_path)) for c in mech.configs(big).values()]
+    (plain,) = [mech._train_one(c, str(tmp_path)) for c in mech.configs(small(optimizers=("egd",),
+                                                                              arms=("never",))).values()]
+    assert record["config"]["egd_beta_factor"] == 10.0
+    assert record["output_bias_mean_abs"] > plain["output_bias_mean_abs"]        # a larger beta moves them more
+
+
+def test_the_sweep_table_reports_intervals_per_setting():
+    reference = fake_records({("3-layer", "sgd"): {"never": 0.0, "every": -0.5}}, seeds=(0, 1, 2))
+    sweeps = {"weight decay x10": fake_records({("3-layer", "sgd"): {"never": 0.0, "every": -1.0}}, seeds=(0, 1, 2))}
+    for r in reference + sweeps["weight decay x10"]:
+        r["output_bias_mean_abs"] = 0.25
+    rows = mech.sweep_effects(reference, sweeps)
+    d2 = {r["setting"]: r["effect"] for r in rows if r["measure"] == "D2"}
+    assert set(d2) == {"x1", "weight decay x10"}
+    assert d2["x1"].low < -0.5 < d2["x1"].high and d2["weight decay x10"].high < -0.9    # the larger effect
+    text = mech.sweep_table(rows)
+    assert "weight decay x10  SGD  D2  n=3  every/never x0.37" in text and "|b_out| never 0.25" in text

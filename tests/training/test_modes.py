@@ -168,3 +168,21 @@ def test_eg_plus_minus_takes_beta_from_the_network_as_given_in_every_mode():
     t = lr * gb[0]
     want = b0.biases[0] * np.cosh(t) - np.sqrt(b0.biases[0] ** 2 + 4 * beta ** 2) * np.sinh(t)
     np.testing.assert_allclose(one.biases[0], want, rtol=1e-10)
+
+
+def test_egd_beta_scale_sets_how_fast_eg_plus_minus_moves_the_zero_biases():
+    X, y = data()
+    net = gl.he_init(SIZES, seed=2, dtype="float64")                # zero biases: only beta moves them
+    plain, _ = gl.train(net, X, y, optimizer="egd", epochs=1, progress=False)
+    same(plain, gl.train(net, X, y, optimizer="egd", epochs=1, progress=False, egd_beta_scale=1.0)[0])
+    small, _ = gl.train(net, X, y, optimizer="egd", epochs=1, progress=False, egd_beta_scale=0.1)
+    large, _ = gl.train(net, X, y, optimizer="egd", epochs=1, progress=False, egd_beta_scale=10.0)
+    size = [float(np.abs(n.biases[-1]).mean()) for n in (small, plain, large)]
+    assert size[0] < size[1] < size[2], size
+    # the rate of a bias at zero is 2 beta lr |g|: a tenth of beta, about a tenth of the distance
+    assert size[0] < 0.3 * size[1]
+    sgd_a, _ = gl.train(net, X, y, optimizer="sgd", epochs=1, progress=False, egd_beta_scale=10.0)
+    same(sgd_a, gl.train(net, X, y, optimizer="sgd", epochs=1, progress=False)[0])   # SGD has no beta
+    for bad in (0.0, -1.0, np.nan):
+        with pytest.raises(ValueError, match="egd_beta_scale"):
+            gl.train(net, X, y, optimizer="egd", epochs=1, progress=False, egd_beta_scale=bad)
