@@ -14,7 +14,8 @@ reasons, not by the data) reuses the plan's machinery: the margin :data:`~.claim
   :func:`curve_log_ratio` (the plan's ``D1`` for loss curves), :func:`e_fold_step`,
   :func:`settle_step`;
 * the chapter's sentences: :func:`sentence` picks the sentence of a verdict (and refuses a verdict
-  it has no sentence for), :func:`describe` prints an effect with its interval.
+  it has no sentence for), :func:`say` writes a statement's sentence from its verdict and interval,
+  :func:`describe` prints an effect in full.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from .claims import ALPHA, MARGIN, MIN_SEEDS, STATEMENTS, Effect, adjust, effect
 
 __all__ = ["MARGIN", "RATE_MARGIN", "stable_loss", "fits", "log_imbalance", "off_balance", "mostly_extrapolation",
            "log_ratio", "paired", "judge", "describe", "read_ratio", "curve_log_ratio", "e_fold_step",
-           "settle_step", "sentence"]
+           "settle_step", "sentence", "interval_text", "say", "DEFAULT_PHRASES"]
 
 #: The margin for a difference of counts of stable learning rates: one rate of the grid.
 RATE_MARGIN = 1.0
@@ -184,3 +185,29 @@ def sentence(verdict: str, sentences: dict[str, str], **values) -> str:
     if verdict not in sentences:
         raise KeyError(f"no sentence for verdict {verdict!r} (have {sorted(sentences)})")
     return sentences[verdict].format(**values)
+
+
+#: The phrases of the verdicts that say nothing about the effect, the same for every statement.
+DEFAULT_PHRASES = {"inconclusive": "is inconclusive: the interval neither lies beyond the margin nor within it, "
+                                   "so neither an effect nor its absence is shown",
+                   "too few seeds": "has too few seeds for a verdict"}
+
+
+def interval_text(e: Effect) -> str:
+    """The estimate and unadjusted 95% interval of ``e`` (as a factor for a log ratio) and its Holm p."""
+    if e.n < MIN_SEEDS:
+        return f"mean {e.mean:+.3g}, {e.n} seeds, no interval"
+    p = e.p_adjusted[e.verdict] if e.verdict in STATEMENTS else min(e.p_adjusted.values())
+    if e.metric == "log ratio":
+        est = f"factor {math.exp(e.mean):.3g}, 95% interval [{math.exp(e.low):.3g}, {math.exp(e.high):.3g}]"
+    else:
+        est = f"mean {e.mean:+.3g}, 95% interval [{e.low:+.3g}, {e.high:+.3g}]"
+    return f"{est}, {e.n} seeds, Holm p {p:.2g}"
+
+
+def say(e: Effect, subject: str, phrases: dict[str, str]) -> str:
+    """The sentence of one statement: ``subject``, the phrase of ``e``'s verdict (from ``phrases``, for
+    ``"holds"``, ``"reversed"`` and ``"negligible"``; :data:`DEFAULT_PHRASES` for the others), and the
+    interval: ``"<subject> <phrase> (<interval>; verdict <verdict>)."``."""
+    phrase = sentence(e.verdict, {**DEFAULT_PHRASES, **phrases})
+    return f"{subject} {phrase} ({interval_text(e)}; verdict {e.verdict})."

@@ -125,3 +125,15 @@ def test_fit_uses_the_amended_stability():
     data = toy_regression(32, 0.1, 41, seed=0, xp=np)
     run = fit(data, width=6, seed=0, lr=0.02, steps=50)
     assert run.stable == sc.stable_loss(run.loss)
+
+
+def test_say_picks_the_phrase_of_the_verdict_and_prints_the_interval():
+    phrases = {"holds": "is lower", "reversed": "is higher", "negligible": "is the same within 10%"}
+    judged = sc.judge([sc.paired("f", "cut", _arm(math.log(0.5)), BASE),
+                       sc.paired("f", "noisy", _arm(0.0, noise=1.0), BASE)])
+    cut = sc.say(judged["cut"], "The error", phrases)
+    assert cut.startswith("The error is lower (factor 0.5") and cut.endswith("verdict holds).")
+    noisy = sc.say(judged["noisy"], "The error", phrases)
+    assert "is inconclusive" in noisy and "95% interval" in noisy and "is lower" not in noisy
+    counts = sc.judge([sc.paired("c", "n", [3, 4, 5], [1, 1, 1], direction="higher", counts=True)])["n"]
+    assert "mean +3" in sc.interval_text(counts)
