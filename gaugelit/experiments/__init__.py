@@ -8,12 +8,13 @@
 - :mod:`.summaries`: curves, tables, paired differences and figures from the run files;
 - :mod:`.stats`, :mod:`.claims`: the paired statistics, and section 4.1's claims judged by them;
 - :mod:`.provenance`, :mod:`.ablation`: which code made a run, and the claim-3 study;
+- :mod:`.soft_claims`: the soft-gauge chapter's statements judged by the plan's amendment;
 - :mod:`.toy`: the toy problem of the soft-gauge chapter.
 
 A module imports only modules listed before it, so the wing has no import cycle. This face
 re-exports the names a sweep needs.
 """
-from . import ablation, claims, data, grid, pool, provenance, runfiles, stats, summaries, sweep, toy
+from . import ablation, claims, data, grid, pool, provenance, runfiles, soft_claims, stats, summaries, sweep, toy
 from .data import DATASETS, load_dataset
 from .grid import SETTINGS, Run, Settings, cells, run_settings, settings_for, shard_of, shard_runs
 from .runfiles import (
@@ -38,5 +39,5 @@ __all__ = ["Settings", "SETTINGS", "Run", "settings_for", "run_settings", "run_o
            "ResultsNotWritable", "check_writable", "curves", "final_table", "paired_differences",
            "balancing_share", "plot_learning_curves", "METRICS", "FORMAT",
            "DATASETS", "load_dataset",
-           "ablation", "claims", "data", "grid", "pool", "provenance", "runfiles", "stats", "summaries",
+           "ablation", "claims", "data", "grid", "pool", "provenance", "runfiles", "soft_claims", "stats", "summaries",
            "sweep", "toy"]

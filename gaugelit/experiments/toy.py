@@ -28,6 +28,7 @@ from ..core.network import LayeredNet, he_init
 from ..solvers import minnorm
 from ..training import TrainingDiverged, loss_and_grads, sgd_step, train
 from ..training.soft_gauge import from_parameter_vector, parameter_vector, soft_gauge_penalty
+from .soft_claims import stable_loss
 
 __all__ = ["target", "TARGET", "ToyData", "toy_regression", "INITS", "toy_net", "validation_mse", "ToyFit", "fit",
            "strength_sweep", "lr_stress_test", "DriftRun", "scale_drift", "invariance_errors", "loss_hessian"]
@@ -119,7 +120,8 @@ def validation_mse(net: LayeredNet, data: ToyData, interval=None) -> float:
 @dataclass
 class ToyFit:
     """One training run. ``loss`` is the training MSE per step (entry 0 before training; only that
-    entry when the run diverged); ``stable`` means it stayed finite and ended below where it started.
+    entry when the run diverged); ``stable`` is :func:`.soft_claims.stable_loss` (every loss finite, the
+    final one within the margin ``log 1.1`` of the run's minimum; book/analysis-plan.md's amendment).
     ``net`` is the trained network, None when the run diverged."""
     net: LayeredNet | None
     loss: np.ndarray
@@ -149,7 +151,7 @@ def fit(data: ToyData, *, width: int = 32, seed: int = 0, lr: float = 0.05, step
                           float("nan"), True, False, seconds)
     seconds = time.perf_counter() - start
     loss = np.asarray(history["data_loss"], dtype=float)
-    stable = bool(np.all(np.isfinite(loss)) and loss[-1] < loss[0])
+    stable = stable_loss(loss)
     return ToyFit(trained, loss, validation_mse(trained, data), False, stable, seconds)
 
 
