@@ -65,6 +65,11 @@ def lpq_kappa(p: float, q: float) -> float:
     return q + max(p, q)
 
 
+#: conjugate gradients' relative residual: the floor, and the most a Newton step far from the
+#: block's minimiser is solved to (its share of the gradient norm below that)
+_CG_TOL, _CG_FORCING = 1e-10, 0.1
+
+
 def _pcg(hv, b, dinv, *, tol=1e-10, max_iter=200):
     """Conjugate gradients for ``H x = b`` (``H`` symmetric positive definite, as ``hv``), with the
     diagonal preconditioner ``dinv``; stops at relative residual ``tol``."""
@@ -238,6 +243,8 @@ class LpqState:
                 cm = None if self.u[m] is None else xp.exp(q * self.u[m])
                 outs.append((mine, rest, cm))
 
+        first = []                                  # the block's first gradient norm
+
         def evaluate(z):
             with _quiet(xp):
                 eneg = xp.exp(-p * z)
@@ -279,7 +286,13 @@ class LpqState:
                             y = y + c * eneg * acc
                     return xp.where(live, y, 0)
 
-                step = _pcg(hv, -grad, 1 / diag)
+                # inexact Newton (Eisenstat-Walker): CG to a tolerance that shrinks with the gradient,
+                # so the early Newton steps, far from the block's minimiser, take few CG iterations
+                norm = float(xp.sqrt(grad @ grad))
+                if not first:
+                    first.append(norm)
+                forcing = min(_CG_FORCING, norm / first[0]) if first[0] > 0 else _CG_TOL
+                step = _pcg(hv, -grad, 1 / diag, tol=max(_CG_TOL, forcing))
             return step, -float(grad @ step)
 
         self.u[g] = newton(evaluate, direction, self.u[g], tol=tol, max_iter=max_iter, trust_below=1e-10)
