@@ -67,14 +67,19 @@ def test_balance_rate_with_decay_is_minus_lambda_p_delta(p):
         np.testing.assert_allclose(r, -0.3 * p * gap, rtol=1e-10, atol=1e-12)
 
 
-def test_balance_rate_matches_finite_difference_of_delta():
-    net = random_net([3, 5, 4, 2], seed=6)
-    rng = np.random.default_rng(0)
+def along_a_random_direction(net, seed, h=1e-6):
+    """A random velocity ``(vW, vb)`` and the networks ``net +- h v``, for central differences."""
+    rng = np.random.default_rng(seed)
     vW = [rng.standard_normal(W.shape) for W in net.weights]
     vb = [rng.standard_normal(b.shape) for b in net.biases]
-    h = 1e-6
     ahead = gl.LayeredNet([W + h * v for W, v in zip(net.weights, vW)], [b + h * v for b, v in zip(net.biases, vb)])
     behind = gl.LayeredNet([W - h * v for W, v in zip(net.weights, vW)], [b - h * v for b, v in zip(net.biases, vb)])
+    return vW, vb, ahead, behind, h
+
+
+def test_balance_rate_matches_finite_difference_of_delta():
+    net = random_net([3, 5, 4, 2], seed=6)
+    vW, vb, ahead, behind, h = along_a_random_direction(net, 0)
     for p in (1.0, 1.5, 2.0):
         rate = flows.balance_rate(net, (vW, vb), p)
         for r, g1, g0 in zip(rate, gl.balance_gaps(ahead, p), gl.balance_gaps(behind, p)):
@@ -243,12 +248,7 @@ def test_lpq_balance_rate_with_decay_is_minus_lambda_p_delta(p, q):
 @pytest.mark.parametrize("p, q", LPQ)
 def test_lpq_balance_rate_matches_finite_difference_of_its_gaps(p, q):
     net = random_net([3, 5, 4, 2], seed=15)
-    rng = np.random.default_rng(1)
-    vW = [rng.standard_normal(W.shape) for W in net.weights]
-    vb = [rng.standard_normal(b.shape) for b in net.biases]
-    h = 1e-6
-    ahead = gl.LayeredNet([W + h * v for W, v in zip(net.weights, vW)], [b + h * v for b, v in zip(net.biases, vb)])
-    behind = gl.LayeredNet([W - h * v for W, v in zip(net.weights, vW)], [b - h * v for b, v in zip(net.biases, vb)])
+    vW, vb, ahead, behind, h = along_a_random_direction(net, 1)
     for include_bias in (True, False):
         rate = flows.balance_rate(net, (vW, vb), p, include_bias=include_bias, q=q)
         for r, g1, g0 in zip(rate, flows.lpq_balance_gaps(ahead, p, q, include_bias),
