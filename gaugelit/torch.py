@@ -9,8 +9,11 @@ convolutional layer writes, with
   convolutional -- also grouped, depthwise and transposed -- layers, ReLU, leaky ReLU, PReLU,
   max/average pooling over axes that are not the channel axis, zero padding, means and sums over
   spatial axes, flatten (also as ``x.view(x.size(0), -1)``), dropout, identity, concatenation along
-  the channel axis, multiplication by a constant), so ``a`` out of one layer and ``1/a`` into the
-  next leave the function unchanged; an eval-mode batch norm right after a layer that only it reads
+  the channel axis, multiplication by a constant, a channel shuffle -- a view splitting the channel
+  axis, a transpose of its parts, a view merging them back: a permutation of channels computed from
+  the propagated shapes -- and ``chunk``, ``split`` and slices of the channel axis: selections of
+  channels, each layer then reading the pieces of a group that it reads), so ``a`` out of one layer
+  and ``1/a`` into the next leave the function unchanged; an eval-mode batch norm right after a layer that only it reads
   is folded-equivalent (the block is ``s W``; the factor goes into its gamma and beta); a
   weight-normalised layer is rescaled through ``g`` and ``v``;
 - **tied** channels: an addition (a residual stream) joins its operands into one group (one factor);
@@ -91,27 +94,58 @@ _COMPARISONS = {operator.eq, operator.ne, operator.lt, operator.le, operator.gt,
 
 @dataclass
 class _Val:
-    """A traced tensor: its channels as segments ``(group id, channels, positions)`` and its layout.
+    """A traced tensor: its channels as segments ``(group id, channels, positions, start)`` -- the
+    channels ``start, ..., start + channels - 1`` of the group, in order -- and its layout.
 
     ``kind``: "spatial" (N, C, ...) with channels on axis 1, "vector" (N, ..., C) with channels on
     the last axis (a linear layer's output), "flat" (N, C*S) channel-major after a flatten (each
-    segment's channel has ``positions`` columns), "any" (a network input, fixed). ``ndim`` comes
-    from shape propagation."""
+    segment's channel has ``positions`` columns), "split" (N, c1, ..., cd, ...) a spatial tensor
+    whose channel axis a view split into axes 1..d, ``cmap`` (shape (c1, ..., cd)) holding which
+    channel of ``segs`` sits at each place, "any" (a network input, fixed). ``ndim`` comes from
+    shape propagation."""
     segs: list
     kind: str
     ndim: int | None = None
+    cmap: np.ndarray | None = None
 
     def chan_axis(self):
-        if self.kind == "any" or self.ndim is None:
+        if self.kind in ("any", "split") or self.ndim is None:
             return None
         return self.ndim - 1 if self.kind == "vector" else 1
+
+    def roles(self):
+        """What each axis is: "batch", "chan" (a channel axis), ("space", j) (the j-th spatial axis
+        of the (N, C, S...) layout), or None (unknown)."""
+        if self.ndim is None:
+            return None
+        if self.kind == "spatial":
+            return ("batch", "chan") + tuple(("space", j) for j in range(self.ndim - 2))
+        if self.kind == "split":
+            d = self.cmap.ndim
+            return ("batch",) + ("chan",) * d + tuple(("space", j) for j in range(self.ndim - 1 - d))
+        if self.kind == "vector":
+            return ("batch",) + (None,) * (self.ndim - 2) + ("chan",)
+        return ("batch",) + (None,) * (self.ndim - 1)
 
 
 @dataclass
 class _Shape:
     """A value computed from shapes only (``x.size(0)``, ``x.shape[-1]``, ``h == 224``, ...); no
-    tensor, so nothing to rescale. ``batch``: it is the batch size (dim 0 of a tensor)."""
-    batch: bool = False
+    tensor, so nothing to rescale. ``role``: what it is the size of -- "batch" (dim 0 of a tensor),
+    "chan" (a channel axis, or an expression of channel sizes and constants), ("space", j), or None
+    (unknown, or mixed). ``roles``: for a whole shape (``x.shape``, ``x.size()``), each axis's role."""
+    role: object = None
+    roles: tuple | None = None
+
+    @property
+    def batch(self):
+        return self.role == "batch"
+
+
+@dataclass
+class _Parts:
+    """The tuple of tensors ``chunk`` or ``split`` returns: one :class:`_Val` per part."""
+    vals: list
 
 
 @dataclass
@@ -249,7 +283,7 @@ class _Tracer:
         return g
 
     def fix(self, val: _Val, reason):
-        for g, _, _ in val.segs:
+        for g, *_ in val.segs:
             r = self.root(g)
             if self.reason[r] is None:
                 self.reason[r] = reason
@@ -259,7 +293,7 @@ class _Tracer:
             raise UnsupportedOp(f"{where}: adds tensors whose channels come from different concatenations")
         if a.kind != b.kind and "any" not in (a.kind, b.kind):
             raise UnsupportedOp(f"{where}: adds tensors of different layouts ({a.kind}, {b.kind})")
-        for (ga, _, _), (gb, _, _) in zip(a.segs, b.segs):
+        for (ga, *_), (gb, *_) in zip(a.segs, b.segs):
             ra, rb = self.root(ga), self.root(gb)
             if ra == rb:
                 continue
@@ -277,7 +311,7 @@ class _Tracer:
         shape, kind = _shape(node), like.kind if like is not None else "any"
         ax = _Val([], kind, len(shape)).chan_axis() if shape is not None and kind != "any" else None
         size = shape[ax] if ax is not None else None
-        return _Val([(self.new_group(size, f"output of {what}", reason=f"output of {what}"), size, 1)],
+        return _Val([(self.new_group(size, f"output of {what}", reason=f"output of {what}"), size, 1, 0)],
                     kind, _ndim(node))
 
     def run(self) -> _Plan:
@@ -285,13 +319,15 @@ class _Tracer:
         for node in self.gm.graph.nodes:
             where = f"node {node.name!r} ({node.op} {node.target!r})"
             args = [_lookup(a, env) for a in node.args]
+            self._guard(node, args, [_lookup(a, env) for a in node.kwargs.values()], where)
             if node.op == "placeholder":
                 env[node.name] = _Val([(self.new_group(None, f"input {node.name}", reason="network input"),
-                                        None, 1)], "any", _ndim(node))
+                                        None, 1, 0)], "any", _ndim(node))
             elif node.op == "output":
                 for v in _flatten_vals(node.args):
-                    if isinstance(env[v.name], _Val):
-                        self.fix(env[v.name], "network output")
+                    for val in env[v.name].vals if isinstance(env[v.name], _Parts) else [env[v.name]]:
+                        if isinstance(val, _Val):
+                            self.fix(val, "network output")
             elif node.op == "get_attr":
                 raise UnsupportedOp(f"{where}: a tensor attribute used directly; gaugelit.torch rescales "
                                     "only nn.Linear / nn.Conv weights")
@@ -308,6 +344,140 @@ class _Tracer:
                 v.ndim = _ndim(node)
         return _Plan(self.layers, self.parent, self.size, self.reason, self.names)
 
+    def _guard(self, node, args, kwargs, where):
+        """A split channel axis is followed only through what keeps each channel's entries apart
+        (swapping its channel axes, .contiguous(), a view merging them back, elementwise ReLU-like
+        ops); the parts of a chunk or split only through indexing."""
+        vals = [a for a in _walk(list(args) + list(kwargs)) if isinstance(a, (_Val, _Parts))]
+        if node.op == "output" or not vals:
+            return
+        if any(isinstance(v, _Parts) for v in vals) and not (node.op == "call_function" and node.target is
+                                                             operator.getitem):
+            raise UnsupportedOp(f"{where}: uses the parts of a chunk or split other than by indexing them "
+                                "(parts[i])")
+        if not any(isinstance(v, _Val) and v.kind == "split" for v in vals):
+            return
+        mod = self.modules.get(node.target) if node.op == "call_module" else None
+        ok = (node.op == "call_method" and node.target in ("transpose", "contiguous", "view", "reshape", "relu",
+                                                           "relu_")) or \
+            (node.op == "call_function" and (node.target is torch.transpose or node.target in
+                                             _ELEMENTWISE_FUNCTIONS - {F.prelu, torch.prelu})) or \
+            (mod is not None and isinstance(mod, _ELEMENTWISE_MODULES) and
+             not (isinstance(mod, nn.PReLU) and mod.num_parameters > 1))
+        if not ok:
+            raise UnsupportedOp(f"{where}: reads a tensor whose channel axis a view split (a channel shuffle's "
+                                "x.view(N, g, C // g, ...)); only swapping its channel axes, .contiguous(), a view "
+                                "merging them back and elementwise ReLU-like ops are followed")
+
+    def take(self, x: _Val, idx, kind, ndim, where):
+        """The channels ``idx`` of ``x`` (a permutation or a selection), as segments."""
+        if any(n is None for _, n, _, _ in x.segs):
+            raise UnsupportedOp(f"{where}: permutes or selects channels of a network input")
+        chans = [(g, st + i, per) for g, n, per, st in x.segs for i in range(n)]
+        segs = []
+        for c in np.asarray(idx, dtype=np.int64).reshape(-1):
+            g, ch, per = chans[int(c)]
+            if segs and segs[-1][0] == g and segs[-1][2] == per and segs[-1][3] + segs[-1][1] == ch:
+                segs[-1] = (g, segs[-1][1] + 1, per, segs[-1][3])
+            else:
+                segs.append((g, 1, per, ch))
+        return _Val(segs, kind, ndim)
+
+    def reshape(self, node, x, shape, where):
+        """``view`` / ``reshape``: a flatten from dim 1, a split of the channel axis into axes (channel
+        shuffle: (N, C, S...) -> (N, g, C // g, S...)), or the merge of a split channel axis back into
+        one; each proved from the propagated shapes (view is row-major, so batch and spatial axes that
+        keep their sizes on both sides leave the channel index ``c = i * (C // g) + j``), and the batch and
+        spatial sizes must be read from a tensor (``x.size(k)``), so that the same holds for every
+        input; anything else is refused."""
+        what = f"{where}: .{node.target}{tuple('?' if isinstance(a, _Shape) else a for a in shape)}"
+        if len(shape) == 2 and isinstance(shape[0], _Shape) and shape[0].batch and shape[1] == -1 and \
+                x.kind != "split":
+            return self.flat(x, node, where)    # x.view(x.size(0), -1): flatten from dim 1
+        src, out = _shape(node.args[0]), _shape(node)
+        if src is None or out is None or x.kind not in ("spatial", "split"):
+            raise UnsupportedOp(f"{what}; only x.view(x.size(0), -1) (a flatten from dim 1), a split of the "
+                                "channel axis of an (N, C, ...) tensor and its merge back keep channels whole")
+        if x.kind == "spatial":
+            d = len(out) - len(src) + 1
+            ok = d >= 1 and out[0] == src[0] and out[1 + d:] == src[2:] and int(np.prod(out[1:1 + d])) == src[1]
+            need = ["batch"] + ["chan"] * d + [("space", j) for j in range(len(src) - 2)]
+        else:
+            d = x.cmap.ndim
+            ok = len(out) == len(src) - d + 1 and out[0] == src[0] and out[2:] == src[1 + d:] and \
+                out[1] == int(np.prod(src[1:1 + d]))
+            need = ["batch", "chan"] + [("space", j) for j in range(len(out) - 2)]
+        ok = ok and len(shape) == len(need) and sum(1 for a in shape if a == -1 and isinstance(a, int)) <= 1 and \
+            all((isinstance(a, int) and (a == -1 or r == "chan")) or (isinstance(a, _Shape) and a.role == r)
+                for a, r in zip(shape, need))
+        if not ok:
+            raise UnsupportedOp(f"{what} on a tensor of shape {tuple(src)} giving {tuple(out)}: it mixes channels "
+                                "with the batch or spatial axes, or reads their sizes as constants; only a split of "
+                                "the channel axis (x.view(N, g, C // g, H, W) with N, H, W read by x.size()) and its "
+                                "merge back keep channels whole")
+        if x.kind == "spatial":
+            if d == 1:
+                return x
+            return _Val(x.segs, "split", len(out), np.arange(src[1]).reshape(out[1:1 + d]))
+        return self.take(x, x.cmap.reshape(-1), "spatial", len(out), where)
+
+    def transpose(self, x, a, b, where):
+        nd = x.ndim
+        if not (isinstance(a, int) and isinstance(b, int)) or nd is None:
+            raise UnsupportedOp(f"{where}: transpose of unknown axes")
+        a, b = a % nd, b % nd
+        if a == b:
+            return x
+        if x.kind == "split":
+            d = x.cmap.ndim
+            if 1 <= a <= d and 1 <= b <= d:
+                return _Val(x.segs, "split", nd, np.swapaxes(x.cmap, a - 1, b - 1))
+        elif x.kind in ("spatial", "vector") and 0 not in (a, b) and x.chan_axis() not in (a, b):
+            return x                              # two spatial axes swapped: each channel stays whole
+        raise UnsupportedOp(f"{where}: transposes axes {a} and {b} of a {x.kind} tensor: it would move the "
+                            "batch or the channel axis (only the channel axes of a split channel axis, or two "
+                            "spatial axes, may be swapped)")
+
+    def parts(self, node, x, how, sizes_arg, dim, where):
+        """``chunk`` / ``split`` along the channel axis: each part a selection of channels, the parts'
+        sizes read from the propagated shapes (they depend on the channel count only)."""
+        metas = node.meta.get("tensor_meta")
+        src = _shape(node.args[0])
+        ax = x.chan_axis()
+        if not isinstance(dim, int) or ax is None or src is None or not isinstance(metas, (tuple, list)) or \
+                dim % len(src) != ax:
+            raise UnsupportedOp(f"{where}: {how} along dim {dim} of a {x.kind} tensor; only the channel axis "
+                                f"({ax}) of an (N, C, ...) or (N, ..., C) tensor is followed")
+        if not (isinstance(sizes_arg, int) or (isinstance(sizes_arg, (list, tuple)) and
+                                               all(isinstance(s, int) for s in sizes_arg))):
+            raise UnsupportedOp(f"{where}: {how} into sizes read from shapes; only constant sizes are followed")
+        vals, off = [], 0
+        for m in metas:
+            shp = tuple(m.shape)
+            if shp[:ax] + shp[ax + 1:] != src[:ax] + src[ax + 1:]:
+                raise UnsupportedOp(f"{where}: a part of {how} of shape {shp} from {tuple(src)}")
+            vals.append(self.take(x, range(off, off + shp[ax]), x.kind, x.ndim, where))
+            off += shp[ax]
+        if off != src[ax]:
+            raise UnsupportedOp(f"{where}: the parts of {how} hold {off} of {src[ax]} channels")
+        return _Parts(vals)
+
+    def index(self, node, x, idx, where):
+        """``x[..., a:b:s]``: a slice of the channel axis (every other axis whole) selects channels."""
+        idx = idx if isinstance(idx, tuple) else (idx,)
+        ax, nd, src = x.chan_axis(), x.ndim, _shape(node.args[0])
+        if ax is not None and src is not None and sum(1 for i in idx if i is Ellipsis) <= 1 and \
+                all(isinstance(i, slice) or i is Ellipsis for i in idx):
+            if Ellipsis in idx:
+                k = idx.index(Ellipsis)
+                idx = idx[:k] + (slice(None),) * (nd - len(idx) + 1) + idx[k + 1:]
+            idx = idx + (slice(None),) * (nd - len(idx))
+            if len(idx) == nd and all(i == slice(None) for k, i in enumerate(idx) if k != ax):
+                sel = range(src[ax])[idx[ax]]
+                return self.take(x, sel, x.kind, nd, where)
+        raise UnsupportedOp(f"{where}: indexes a {x.kind} tensor with {idx!r}; only a slice of its channel axis "
+                            f"({ax}), every other axis whole, selects channels")
+
     def _input_of(self, name, x: _Val, n_in, conv):
         """The layer's input segments with their sizes; a network input gets its size here."""
         if len(x.segs) == 1 and x.segs[0][1] is None:
@@ -316,9 +486,9 @@ class _Tracer:
                 self.size[g] = n_in
             elif self.size[g] != n_in:
                 g = self.new_group(n_in, f"input of {name}", reason="network input")   # read differently
-            return _Val([(g, n_in, 1)], x.kind, x.ndim)
-        segs = [(g, self.size[self.root(g)] if n is None else n, per) for g, n, per in x.segs]
-        if any(n is None for _, n, _ in segs):
+            return _Val([(g, n_in, 1, 0)], x.kind, x.ndim)
+        segs = [(g, self.size[self.root(g)] if n is None else n, per, st) for g, n, per, st in x.segs]
+        if any(n is None for _, n, _, _ in segs):
             raise GaugeError(f"module {name!r}: cannot tell how many channels each part of its "
                              "concatenated input has")
         return _Val(segs, x.kind, x.ndim)
@@ -353,15 +523,15 @@ class _Tracer:
             # a flattened input: each segment's channels keep their positions; the input group
             # of a network input has the features as units
             if len(x.segs) == 1 and x.segs[0][1] is None:
-                x = _Val([(x.segs[0][0], None, 1)], "vector", x.ndim)
+                x = _Val([(x.segs[0][0], None, 1, 0)], "vector", x.ndim)
                 flat = False
         x = self._input_of(name, x, n_in, conv)
-        if flat and sum(n * per for _, n, per in x.segs) != n_in:
+        if flat and sum(n * per for _, n, per, _ in x.segs) != n_in:
             raise GaugeError(f"module {name!r}: {n_in} input features, but its flattened input has "
-                             f"{sum(n * per for _, n, per in x.segs)}")
-        if not flat and sum(n for _, n, _ in x.segs) != n_in:
+                             f"{sum(n * per for _, n, per, _ in x.segs)}")
+        if not flat and sum(n for _, n, _, _ in x.segs) != n_in:
             raise GaugeError(f"module {name!r}: expects {n_in} input channels, gets "
-                             f"{sum(n for _, n, _ in x.segs)}")
+                             f"{sum(n for _, n, _, _ in x.segs)}")
         out = self.new_group(mod.out_channels if conv else mod.out_features, name)
         frozen = _frozen_reason(mod)
         if frozen:
@@ -370,7 +540,7 @@ class _Tracer:
         layer = _Layer(name, mod, x, out, flat=flat, frozen=frozen, transposed=transposed)
         self.layers.append(layer)
         self.layer_at[node.name] = layer
-        return _Val([(out, self.size[out], 1)], "spatial" if conv else "vector", _ndim(node))
+        return _Val([(out, self.size[out], 1, 0)], "spatial" if conv else "vector", _ndim(node))
 
     def module(self, node, mod, args, where):
         name = node.target
@@ -445,23 +615,42 @@ class _Tracer:
         if shape_in is None:
             raise UnsupportedOp(f"{where}: flatten of a tensor of unknown shape")
         per = int(np.prod(shape_in[2:]))
-        return _Val([(g, n, p * per) for g, n, p in x.segs], "flat", 2)
+        return _Val([(g, n, p * per, st) for g, n, p, st in x.segs], "flat", 2)
 
     def function(self, node, args, where):
         fn = node.target
         vals = [a for a in list(args) + list(node.kwargs.values()) if isinstance(a, _Val)]
         has_tensor = _has_val(list(args) + list(node.kwargs.values()))
         if fn is getattr and isinstance(args[0], _Val):
-            if args[1] in ("shape", "ndim", "dtype", "device"):
-                return _Shape(batch=None if args[1] == "shape" else False)
+            if args[1] == "shape":
+                return _Shape(roles=_roles(args[0]))
+            if args[1] in ("ndim", "dtype", "device"):
+                return _Shape(role="chan")
             raise UnsupportedOp(f"{where}: reads attribute {args[1]!r} of a tensor")
         if fn is operator.getitem and isinstance(args[0], _Shape):
-            return _Shape(batch=args[0].batch is None and args[1] == 0)
+            r, i = args[0].roles, args[1]
+            return _Shape(role=r[i] if r is not None and isinstance(i, int) and -len(r) <= i < len(r) else None)
+        if fn is operator.getitem and isinstance(args[0], _Parts):
+            return args[0].vals[args[1]]
+        if fn is operator.getitem and isinstance(args[0], _Val):
+            return self.index(node, args[0], args[1], where)
         if fn in _COMPARISONS and has_tensor:
             raise UnsupportedOp(f"{where}: compares a tensor ({getattr(fn, '__name__', fn)}): a comparison's "
                                 "result is boolean, so no rescaling of its inputs passes through it")
         if not has_tensor:
-            return _Shape()                 # arithmetic on shapes, torch._assert, ...: no tensor involved
+            # arithmetic on shapes, torch._assert, ...: no tensor involved; an expression of channel
+            # sizes and constants is a channel size
+            shapes = [a for a in _walk(list(args) + list(node.kwargs.values())) if isinstance(a, _Shape)]
+            consts = all(isinstance(a, (_Shape, int, float, str)) or a is None
+                         for a in _walk(list(args) + list(node.kwargs.values())))
+            return _Shape(role="chan" if consts and all(a.role == "chan" for a in shapes) else None)
+        if fn is torch.transpose:
+            return self.transpose(args[0], args[1] if len(args) > 1 else node.kwargs.get("dim0"),
+                                  args[2] if len(args) > 2 else node.kwargs.get("dim1"), where)
+        if fn in (torch.chunk, torch.split):
+            dim = args[2] if len(args) > 2 else node.kwargs.get("dim", 0)
+            how = "torch.chunk" if fn is torch.chunk else "torch.split"
+            return self.parts(node, args[0], how, args[1] if len(args) > 1 else None, dim, where)
         if fn in _ELEMENTWISE_FUNCTIONS:
             if fn in (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d) and len(vals) > 1:
                 raise UnsupportedOp(f"{where}: dropout with tensor arguments")
@@ -563,15 +752,23 @@ class _Tracer:
             return x
         if name == "size":
             dim = args[1] if len(args) > 1 else node.kwargs.get("dim")
-            return _Shape(batch=None if dim is None else dim == 0)
+            roles = _roles(x)
+            if dim is None:
+                return _Shape(roles=roles)
+            return _Shape(role=roles[dim] if roles is not None and -len(roles) <= dim < len(roles) else
+                          ("batch" if dim == 0 else None))
         if name == "dim":
-            return _Shape()
+            return _Shape(role="chan")
         if name in ("view", "reshape"):
             shape = args[1] if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:]
-            if len(shape) == 2 and isinstance(shape[0], _Shape) and shape[0].batch and shape[1] == -1:
-                return self.flat(x, node, where)    # x.view(x.size(0), -1): flatten from dim 1
-            raise UnsupportedOp(f"{where}: .{name}{tuple('?' if isinstance(a, _Shape) else a for a in shape)}; "
-                                "only x.view(x.size(0), -1) (a flatten from dim 1) keeps channels whole")
+            return self.reshape(node, x, list(shape), where)
+        if name == "transpose":
+            return self.transpose(x, args[1] if len(args) > 1 else node.kwargs.get("dim0"),
+                                  args[2] if len(args) > 2 else node.kwargs.get("dim1"), where)
+        if name in ("chunk", "split"):
+            dim = args[2] if len(args) > 2 else node.kwargs.get("dim", 0)
+            sizes = args[1] if len(args) > 1 else node.kwargs.get("chunks", node.kwargs.get("split_size"))
+            return self.parts(node, x, f".{name}()", sizes, dim, where)
         if name == "flatten":
             start = args[1] if len(args) > 1 else node.kwargs.get("start_dim", 0)
             end = args[2] if len(args) > 2 else node.kwargs.get("end_dim", -1)
@@ -587,8 +784,27 @@ class _Tracer:
                             "homogeneous of degree one")
 
 
+def _roles(x: _Val):
+    """Each axis's role for shape reads; a network input's dim 0 is its batch."""
+    roles = x.roles()
+    if roles is None or x.kind == "any":
+        return None if roles is None else ("batch",) + (None,) * (len(roles) - 1)
+    return roles
+
+
+def _walk(a):
+    if isinstance(a, (list, tuple)):
+        for x in a:
+            yield from _walk(x)
+    elif isinstance(a, dict):
+        for x in a.values():
+            yield from _walk(x)
+    else:
+        yield a
+
+
 def _has_val(a):
-    if isinstance(a, _Val):
+    if isinstance(a, (_Val, _Parts)):
         return True
     if isinstance(a, (list, tuple)):
         return any(_has_val(x) for x in a)
@@ -728,7 +944,7 @@ class _Model:
         used = []
         for layer in plan.layers:
             used.append(plan.root(layer.dst))
-            used += [plan.root(g) for g, _, _ in layer.src.segs]
+            used += [plan.root(g) for g, *_ in layer.src.segs]
         self.group_of = {}                                  # plan root -> graph group id
         self.order = list(dict.fromkeys(used))
         if not plan.layers:
@@ -819,13 +1035,15 @@ class _Model:
         under ``_on_device(self.device())``."""
         plan, g = self.plan, GaugeGraph()
         self.group_of = {}
+        pieces = self.pieces()
         for r in self.order:
             names = ", ".join(dict.fromkeys(plan.names[r]))
             label = f"tied [{names}]" if len(plan.names[r]) > 1 else names
             if plan.size[r] is None:
                 raise GaugeError(f"group {label!r}: its size is unknown (a bug in gaugelit.torch: please report it)")
-            self.group_of[r] = g.add_group(label, plan.size[r], free=plan.reason[r] is None,
-                                           reason=plan.reason[r])
+            for a, b in pieces[r]:
+                name = label if len(pieces[r]) == 1 else f"{label} [{a}:{b}]"
+                self.group_of[r, a] = g.add_group(name, b - a, free=plan.reason[r] is None, reason=plan.reason[r])
         for layer in plan.layers:
             where = f"parameter '{layer.name}.weight'"
             W = self._weight(layer)
@@ -843,28 +1061,76 @@ class _Model:
                 dense.scatter_(1, idx, eff)
                 W = dense
             A = _as_array(W, where)
-            if layer.flat:
-                segs = [(gid, n, per) for gid, n, per in layer.src.segs]
-            else:
-                segs = [(gid, n, 1) for gid, n, _ in layer.src.segs]
+            if not layer.flat:
                 A = A.reshape(n_out, A.shape[1], -1)
-            off, dst = 0, self.group_of[plan.root(layer.dst)]
-            for gid, n, per in segs:
-                blk = A[:, off:off + n * per]
-                blk = blk.reshape(n_out, n, per) if layer.flat else blk
-                g.add_block(self.group_of[plan.root(gid)], dst, blk, name=layer.name)
-                off += n * per
+            rd = plan.root(layer.dst)
+            for r, st, k, col, step, per in self.runs(layer):
+                for a, b in pieces[r]:
+                    lo, hi = max(a, st), min(b, st + k)
+                    if lo >= hi:
+                        continue
+                    if layer.flat:   # (n_out, columns): channel st + i at columns col + i*per ... + per
+                        blk = A[:, col + (lo - st) * per:col + (hi - st) * per].reshape(n_out, hi - lo, per)
+                    else:            # (n_out, channels, kernel): channel st + i at col + i*step
+                        blk = A[:, col + (lo - st) * step:col + (hi - st - 1) * step + 1:step]
+                    for c, d in pieces[rd]:
+                        g.add_block(self.group_of[r, a], self.group_of[rd, c], blk[c:d], name=layer.name)
         return g
+
+    def runs(self, layer):
+        """The layer's input columns as runs ``(root, start, k, column, step, positions)``: channels
+        ``start .. start + k - 1`` of a group at columns ``column + i * step`` (a flattened input:
+        ``positions`` columns each, contiguous). One-channel segments of one group at evenly spaced
+        columns (a channel shuffle's output) join into one strided run."""
+        plan, runs, col = self.plan, [], 0
+        for g, n, per, st in layer.src.segs:
+            r = plan.root(g)
+            if layer.flat:
+                runs.append([r, st, n, col, per, per])
+                col += n * per
+                continue
+            found = None
+            if n == 1:        # join a run of this group whose next channel is this one, evenly spaced
+                for run in reversed(runs):
+                    if run[0] == r and run[1] + run[2] == st and (run[2] == 1 or col - run[3] == run[2] * run[4]) \
+                            and col > run[3] + (run[2] - 1) * run[4]:
+                        found = run
+                        break
+            if found is not None:
+                if found[2] == 1:
+                    found[4] = col - found[3]
+                found[2] += 1
+            else:
+                runs.append([r, st, n, col, 1, 1])
+            col += n
+        return [tuple(run) for run in runs]
+
+    def pieces(self):
+        """Per group root, its channels cut into pieces ``(a, b)`` that every layer reads whole (a
+        selection or permutation of channels reads part of a group); each piece is a group of the
+        gauge graph."""
+        plan = self.plan
+        cuts = {r: {0, plan.size[r]} for r in self.order}
+        for layer in plan.layers:
+            for r, st, k, *_ in self.runs(layer):
+                cuts[r] |= {st, st + k}
+        return {r: list(zip(sorted(c)[:-1], sorted(c)[1:])) for r, c in cuts.items()}
 
     def layer_factors(self, factors):
         """Per layer: (row factors per output unit, column factors per input column), as 1-d tensors."""
-        plan, out = self.plan, []
+        plan, out, full = self.plan, [], {}
+        pieces = self.pieces()
         for layer in self.plan.layers:
             W, where = self._weight(layer), f"parameter '{layer.name}.weight'"
-            row = _as_tensor(factors[self.group_of[plan.root(layer.dst)]], W, where)
-            col = torch.cat([_as_tensor(factors[self.group_of[plan.root(g)]], W, where).repeat_interleave(per)
-                             if layer.flat else _as_tensor(factors[self.group_of[plan.root(g)]], W, where)
-                             for g, _, per in layer.src.segs])
+
+            def of(g):                    # the factors of all channels of g's root, in order
+                r = plan.root(g)
+                if r not in full:
+                    full[r] = torch.cat([_as_tensor(factors[self.group_of[r, a]], W, where) for a, _ in pieces[r]])
+                return full[r]
+            row = of(layer.dst)
+            col = torch.cat([of(g)[st:st + n].repeat_interleave(per) if layer.flat else of(g)[st:st + n]
+                             for g, n, per, st in layer.src.segs])
             out.append((row, col))
         return out
 
