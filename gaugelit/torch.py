@@ -13,13 +13,16 @@ convolutional layer writes, with
   axis, a transpose of its parts, a view merging them back: a permutation of channels computed from
   the propagated shapes -- and ``chunk``, ``split`` and slices of the channel axis: selections of
   channels, each layer then reading the pieces of a group that it reads), so ``a`` out of one layer
-  and ``1/a`` into the next leave the function unchanged; an eval-mode batch norm right after a layer that only it reads
-  is folded-equivalent (the block is ``s W``; the factor goes into its gamma and beta); a
-  weight-normalised layer is rescaled through ``g`` and ``v``;
+  and ``1/a`` into the next leave the function unchanged; an eval-mode batch norm right after a
+  layer that only it reads is folded-equivalent (the block is ``s W``; the factor goes into its
+  gamma and beta), anywhere else (after a ReLU, a pool, a concatenation) it passes its input's
+  factors through (its running mean and beta carry them); a weight-normalised layer is rescaled
+  through ``g`` and ``v``;
 - **tied** channels: an addition (a residual stream) joins its operands into one group (one factor);
 - **fixed** channels (``a = 1``, reported with the reason): the inputs, whatever reaches an output,
   and whatever feeds an op that is not positively homogeneous (sigmoid, tanh, softmax, GELU, ReLU6,
-  batch norm in training mode or not right after a layer, layer normalisation, an added constant, ...).
+  batch norm in training mode or without running statistics, layer normalisation, an added
+  constant, ...).
 
 A convolution's channel-level ``M`` sums ``|W|^p`` over its kernel; flatten maps a channel to its
 block of columns in the next linear layer (per part of a concatenation). An op, a layout, a shared
@@ -169,6 +172,7 @@ class _Plan:
     size: list
     reason: list
     names: list = field(default_factory=list)
+    shifts: list = field(default_factory=list)   # (name, batch norm, input): eval BN not after a layer
 
     def root(self, g):
         while self.parent[g] != g:
@@ -267,7 +271,7 @@ class _Tracer:
                              "gaugelit.torch needs a model without data-dependent control flow") from e
         self.modules = dict(self.gm.named_modules())
         self.parent, self.size, self.reason, self.names = [], [], [], []
-        self.layers, self.used, self.layer_at = [], set(), {}
+        self.layers, self.used, self.layer_at, self.shifts = [], set(), {}, []
         self.input = _propagate(self, example_input) if propagate else None
 
     def new_group(self, size, name, reason=None):
@@ -342,7 +346,7 @@ class _Tracer:
             v = env.get(node.name)
             if isinstance(v, _Val) and v.ndim is None:
                 v.ndim = _ndim(node)
-        return _Plan(self.layers, self.parent, self.size, self.reason, self.names)
+        return _Plan(self.layers, self.parent, self.size, self.reason, self.names, self.shifts)
 
     def _guard(self, node, args, kwargs, where):
         """A split channel axis is followed only through what keeps each channel's entries apart
@@ -512,8 +516,6 @@ class _Tracer:
             if x.ndim is not None and x.ndim != k + 2:
                 raise UnsupportedOp(f"module {name!r}: {type(mod).__name__} of a {x.ndim}-d tensor (unbatched or "
                                     f"other layout); gaugelit.torch reads channels on axis 1 of (N, C, ...)")
-            if transposed and mod.groups != 1:
-                raise UnsupportedOp(f"module {name!r}: grouped ConvTranspose (groups={mod.groups})")
         elif x.kind == "spatial":
             raise UnsupportedOp(f"module {name!r}: nn.Linear applied to a feature map acts on its last "
                                 "axis, not on channels; flatten first")
@@ -574,7 +576,11 @@ class _Tracer:
     def batchnorm(self, node, bn, x):
         """Eval-mode BN right after a layer that only it reads: the layer and BN act as one layer with
         weights ``s W`` (``s = gamma / sqrt(var + eps)``); its output rescaled by ``a`` is gamma, beta
-        times ``a``. Otherwise (train mode, no affine, not after a layer) its input is fixed."""
+        times ``a``. Elsewhere (after a ReLU, a pool, a concatenation, a layer that others read too)
+        an eval-mode BN is ``s z + beta - s mu`` per channel: with its input rescaled by ``a``, the
+        running mean and beta times ``a`` give ``a BN(z)``, so it passes its input's factors through
+        (the running variance, gamma and eps unchanged). In training mode (batch statistics) or
+        without running statistics its input is fixed."""
         name, what = node.target, f"{type(bn).__name__} {node.target!r}"
         if id(bn) in self.used:
             raise GaugeError(f"module {name!r} ({type(bn).__name__}) is called twice: its gamma and beta cannot "
@@ -584,12 +590,20 @@ class _Tracer:
         layer = self.layer_at.get(prev.name) if isinstance(prev, torch.fx.Node) else None
         if bn.training:
             reason = f"feeds {what} in training mode (batch statistics are not homogeneous; call model.eval())"
-        elif not (bn.affine and bn.track_running_stats and bn.running_var is not None):
-            reason = f"feeds {what} (no affine weights or no running statistics to carry a factor)"
-        elif layer is None or len(prev.users) != 1 or layer.bn is not None or layer.frozen:
-            reason = f"feeds {what} (not directly after a layer that only it reads; kept fixed)"
-        else:
+        elif not (bn.track_running_stats and bn.running_var is not None and bn.running_mean is not None):
+            reason = f"feeds {what} (no running statistics: it normalises by the batch's)"
+        elif bn.affine and layer is not None and len(prev.users) == 1 and layer.bn is None and not layer.frozen:
             layer.bn, layer.bn_name = bn, name
+            return x
+        elif x.kind == "any":
+            reason = f"feeds {what} (a network input)"
+        elif x.chan_axis() != 1:
+            reason = f"feeds {what} (it normalises axis 1 of a tensor whose channels are on axis {x.chan_axis()})"
+        else:
+            n = sum(n * (per if x.kind == "flat" else 1) for _, n, per, _ in x.segs)
+            if n != bn.num_features:
+                raise GaugeError(f"module {name!r}: {bn.num_features} features, its input has {n} channels")
+            self.shifts.append((name, bn, x))
             return x
         self.fix(x, reason)
         return self.fixed_output(node, what, like=x)
@@ -966,6 +980,10 @@ class _Model:
                 out.append((f"{layer.name}.bias", layer.module.bias))
             if layer.bn is not None:
                 out += [(f"{layer.bn_name}.weight", layer.bn.weight), (f"{layer.bn_name}.bias", layer.bn.bias)]
+        for name, bn, _ in self.plan.shifts:
+            out.append((f"{name}.running_mean", bn.running_mean))
+            if bn.affine:
+                out.append((f"{name}.bias", bn.bias))
         return out
 
     def _check_shared(self):
@@ -1047,11 +1065,22 @@ class _Model:
         for layer in plan.layers:
             where = f"parameter '{layer.name}.weight'"
             W = self._weight(layer)
-            if layer.bn is not None:
+            if layer.bn is not None and not (layer.transposed and getattr(layer.module, "groups", 1) > 1):
                 W = W * _bn_scale(layer.bn).view((-1,) + (1,) * (W.dim() - 1))
             groups = getattr(layer.module, "groups", 1)
             n_out = W.shape[0]
-            if groups > 1:
+            if groups > 1 and layer.transposed:
+                # weight (in, out / groups, ...): input i of group i // ipg feeds outputs
+                # (i // ipg) * opg + j; the same dense (out, in) block, kernel summed at p
+                Wt = W.transpose(0, 1)
+                n_in, opg = Wt.shape[0], Wt.shape[1]
+                n_out, ipg = opg * groups, n_in // groups
+                eff = Wt.reshape(n_in, opg, -1).abs().pow(p).sum(-1).pow(1.0 / p)
+                idx = (torch.arange(n_in, device=W.device) // ipg)[:, None] * opg + torch.arange(opg, device=W.device)
+                if layer.bn is not None:
+                    eff = eff * _bn_scale(layer.bn).abs()[idx]
+                W = torch.zeros(n_in, n_out, dtype=W.dtype, device=W.device).scatter_(1, idx, eff).t().contiguous()
+            elif groups > 1:
                 # each output channel reads its group's inputs: a dense (out, in) block with zeros
                 # elsewhere, the kernel summed at p ((sum_k |w|^p)^(1/p) gives the same M and zeros)
                 ipg, opg = W.shape[1], n_out // groups
@@ -1120,19 +1149,22 @@ class _Model:
         """Per layer: (row factors per output unit, column factors per input column), as 1-d tensors."""
         plan, out, full = self.plan, [], {}
         pieces = self.pieces()
+
+        def of(g, like, where):           # the factors of all channels of g's root, in order
+            r = plan.root(g)
+            if r not in full:
+                full[r] = torch.cat([_as_tensor(factors[self.group_of[r, a]], like, where) for a, _ in pieces[r]])
+            return full[r]
+
+        def cols(val, flat, like, where):  # per column of a value: its channel's factor
+            return torch.cat([of(g, like, where)[st:st + n].repeat_interleave(per) if flat else
+                              of(g, like, where)[st:st + n] for g, n, per, st in val.segs])
         for layer in self.plan.layers:
             W, where = self._weight(layer), f"parameter '{layer.name}.weight'"
-
-            def of(g):                    # the factors of all channels of g's root, in order
-                r = plan.root(g)
-                if r not in full:
-                    full[r] = torch.cat([_as_tensor(factors[self.group_of[r, a]], W, where) for a, _ in pieces[r]])
-                return full[r]
-            row = of(layer.dst)
-            col = torch.cat([of(g)[st:st + n].repeat_interleave(per) if layer.flat else of(g)[st:st + n]
-                             for g, n, per, st in layer.src.segs])
-            out.append((row, col))
-        return out
+            out.append((of(layer.dst, W, where), cols(layer.src, layer.flat, W, where)))
+        shifts = [cols(x, x.kind == "flat", bn.running_mean, f"buffer '{name}.running_mean'")
+                  for name, bn, x in plan.shifts]
+        return out, shifts
 
 
 def _finite(t):
@@ -1198,7 +1230,13 @@ def _scale_(param, muls, optimizer, name, divs=()):
 
 @torch.no_grad()
 def _apply(tm: _Model, factors, optimizer=None):
-    for layer, (row, col) in zip(tm.plan.layers, tm.layer_factors(factors)):
+    per_layer, shifts = tm.layer_factors(factors)
+    for (name, bn, _), a in zip(tm.plan.shifts, shifts):
+        # an eval batch norm between rescaled channels: mean and beta carry its input's factors
+        _scale_(bn.running_mean, [a], None, f"{name}.running_mean")
+        if bn.affine:
+            _scale_(bn.bias, [a], optimizer, f"{name}.bias")
+    for layer, (row, col) in zip(tm.plan.layers, per_layer):
         if layer.frozen:
             continue
         mod = layer.module
@@ -1208,7 +1246,14 @@ def _apply(tm: _Model, factors, optimizer=None):
         # batch norm takes the rows; a grouped convolution's column j of output o is input o//opg*ipg+j
         r = None if layer.bn is not None else row
         groups = getattr(mod, "groups", 1)
-        if layer.transposed:
+        if layer.transposed and groups > 1:
+            # weight (in, out / groups, ...): entry (i, j) feeds output (i // ipg) * opg + j
+            n_in, opg = W.shape[0], W.shape[1]
+            idx = (torch.arange(n_in, device=W.device) // (n_in // groups))[:, None] * opg + \
+                torch.arange(opg, device=W.device)
+            muls = [] if r is None else [r[idx].view(n_in, opg, *(1,) * (d - 2))]
+            divs = [col.view((-1,) + (1,) * (d - 1))]
+        elif layer.transposed:
             muls = [] if r is None else [r.view((1, -1) + (1,) * (d - 2))]
             divs = [col.view((-1,) + (1,) * (d - 1))]
         elif groups > 1:

@@ -237,6 +237,66 @@ def test_chunks_along_other_axes_and_index_tensors_are_refused():
     _exact(C(lambda h: torch.split(h, [1, 2, 1], dim=1)[1]).double(), _x(3, 1, 9, 9), example_input=_x(2, 1, 8, 8))
 
 
+def test_grouped_conv_transpose_is_exact():
+    class Up(nn.Module):
+        def __init__(self, bn):
+            super().__init__()
+            self.c = nn.Conv2d(2, 6, 3)
+            self.up = nn.ConvTranspose2d(6, 4, 2, stride=2, groups=2)
+            self.bn = nn.BatchNorm2d(4) if bn else nn.Identity()
+            self.up2 = nn.ConvTranspose2d(4, 6, 3, groups=2, bias=False)
+            self.fc = nn.Linear(6, 2)
+
+        def forward(self, x):
+            h = F.relu(self.bn(self.up(F.relu(self.c(x)))))
+            return self.fc(F.relu(self.up2(h)).mean((2, 3)))
+    for bn in (False, True):
+        torch.manual_seed(14)
+        m = Up(bn).double()
+        if bn:
+            m(_x(16, 2, 8, 8))
+            m.eval()
+        r = _exact(m, _x(3, 2, 9, 9), example_input=_x(2, 2, 8, 8))
+        assert {g.name for g in r.graph.groups if g.free} == {"c", "up", "up2"}
+
+
+def test_batchnorm_after_relu_pool_cat_and_flatten_passes_factors_through():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(2, 3, 3), nn.Conv2d(2, 4, 3)
+            self.bn_relu, self.bn_pool, self.bn_cat = nn.BatchNorm2d(3), nn.BatchNorm2d(4), nn.BatchNorm2d(7)
+            self.c = nn.Conv2d(7, 5, 1)
+            self.bn_shared = nn.BatchNorm2d(5, affine=False)
+            self.bn_flat = nn.BatchNorm1d(5 * 9)
+            self.fc = nn.Linear(5 * 9, 2)
+
+        def forward(self, x):
+            u = self.bn_relu(F.relu(self.a(x)))
+            v = self.bn_pool(F.max_pool2d(F.relu(self.b(x)), 1))
+            h = self.c(F.relu(self.bn_cat(torch.cat([u, v], 1))))
+            h = F.max_pool2d(F.relu(self.bn_shared(h)) + 0.5 * F.relu(h), 2)  # c is read by two ops
+            return self.fc(self.bn_flat(torch.flatten(h, 1)))
+    torch.manual_seed(15)
+    m = Net().double()
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                mod.running_mean.uniform_(-0.5, 0.5)
+                mod.running_var.uniform_(0.5, 2.0)
+                if mod.affine:
+                    mod.weight.uniform_(0.5, 2.0)
+                    mod.bias.uniform_(-0.5, 0.5)
+    m.eval()
+    mean0 = m.bn_cat.running_mean.clone()
+    r = _exact(m, _x(3, 2, 8, 8), example_input=_x(2, 2, 8, 8, seed=15))
+    assert {g.name for g in r.graph.groups if g.free} == {"a", "b", "c"}
+    assert not torch.equal(m.bn_cat.running_mean, mean0)          # the mean carries the factors
+    m.train()                                                     # batch statistics: inputs fixed
+    reasons = {n: why for n, _, why in gauge_graph(m, example_input=_x(2, 2, 8, 8)).fixed_units()}
+    assert reasons["a"].startswith("feeds BatchNorm2d 'bn_relu' in training mode")
+
+
 def test_refusals_say_why_in_words():
     class Eq(nn.Module):
         def __init__(self):
