@@ -188,10 +188,10 @@ def test_changed_function_restores_weights(monkeypatch):
     before = _weights(m)
     real = gt._apply
 
-    def corrupt(tm, factors, optimizer=None):
-        real(tm, factors, optimizer)
+    def corrupt(tm, factors, optimizer=None, journal=None):    # a wrong rescaling (through the journal)
+        real(tm, factors, optimizer, journal)
         with torch.no_grad():
-            m[2].weight.mul_(2)
+            gt._scale_(m[2].weight, [torch.tensor(2.0, dtype=torch.float64)], None, "2.weight", journal=journal)
     monkeypatch.setattr(gt, "_apply", corrupt)
     with pytest.raises(GaugeError, match="weights were restored"):
         minnorm_(m, example_input=torch.randn(2, 6, dtype=torch.float64))
@@ -396,3 +396,71 @@ def test_function_check_runs_without_tf32_and_restores_the_flags():
         assert cudnn.allow_tf32 and matmul.allow_tf32
     finally:
         cudnn.allow_tf32, matmul.allow_tf32 = saved
+
+
+def test_journal_undoes_in_place_rescalings_bit_for_bit():
+    """No copy of the weights is kept: the journal's undo gives back every bit, also where the
+    inverse rescaling does not (a factor 0, an overflow, many last-place differences), for strided
+    tensors and both dtypes."""
+    import gaugelit.torch as gt
+    g = torch.Generator().manual_seed(3)
+    for dtype in (torch.float64, torch.float32):
+        W = torch.randn(300, 7, 3, 3, generator=g, dtype=dtype) * 10 ** torch.randint(-30, 30, (300, 1, 1, 1),
+                                                                                    generator=g).to(dtype)
+        T = torch.randn(40, 900, generator=g, dtype=dtype).t()           # not contiguous
+        b = torch.randn(300, generator=g, dtype=dtype)
+        W0, T0, b0 = W.clone(), T.clone(), b.clone()
+        r = torch.rand(300, generator=g, dtype=dtype) * 3
+        r[5] = 0.0                                                       # rows zeroed: not invertible
+        c = torch.rand(7, generator=g, dtype=dtype) + 0.5
+        j = gt._Journal()
+        j.CHUNK = 1000                                                   # many chunks
+        j.scale_(W, [r.view(-1, 1, 1, 1)], [c.view(1, -1, 1, 1)])
+        j.scale_(T, [torch.full((900, 1), 1e300 if dtype == torch.float64 else 1e30, dtype=dtype)])  # overflow
+        j.scale_(b, [r], [torch.tensor(3.0, dtype=dtype)])
+        j.scale_(W, [c.view(1, -1, 1, 1)])                               # twice: undone in reverse order
+        assert not torch.equal(W, W0)
+        j.undo()
+        for x, x0 in ((W, W0), (T, T0), (b, b0)):
+            assert torch.equal(x.view(gt._INT[dtype]), x0.view(gt._INT[dtype]))
+
+
+def test_batchnormed_model_is_restored_bit_for_bit_when_the_solve_or_the_check_fails(monkeypatch):
+    import gaugelit.torch as gt
+
+    class BN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.bn1, self.c2, self.bn2 = nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 5, 3), \
+                nn.BatchNorm2d(5)
+            self.fc = nn.Linear(5, 3)
+
+        def forward(self, x):
+            h = self.bn2(torch.relu(self.c2(torch.relu(self.bn1(self.c1(x))))))    # bn2 after a ReLU
+            return self.fc(h.mean((2, 3)))
+    torch.manual_seed(4)
+    m = BN().double()
+    m(torch.randn(8, 2, 8, 8, dtype=torch.float64))
+    m.eval()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+
+    def same():
+        for k, v in m.state_dict().items():
+            assert torch.equal(v, before[k]), k
+
+    def boom(*a, **k):
+        raise RuntimeError("solver failed")
+    with monkeypatch.context() as mp:                 # fails while c1's weights hold s W (folded in place)
+        mp.setattr(gt, "minnorm_graph", boom)
+        with pytest.raises(RuntimeError, match="solver failed"):
+            minnorm_(m)
+    same()
+    real = gt._apply
+
+    def corrupt(tm, factors, optimizer=None, journal=None):
+        real(tm, factors, optimizer, journal)
+        gt._scale_(m.bn2.running_mean, [torch.tensor(2.0, dtype=torch.float64)], None, "bn2", journal=journal)
+    monkeypatch.setattr(gt, "_apply", corrupt)
+    with pytest.raises(GaugeError, match="weights were restored"):
+        minnorm_(m)
+    same()
