@@ -160,7 +160,6 @@ class _Layer:
     flat: bool = False
     bn: nn.Module | None = None   # an eval-mode batch norm that reads only this layer: folded-equivalent
     bn_name: str = ""
-    frozen: str = ""              # why the layer is never rescaled (its groups are fixed)
     transposed: bool = False      # ConvTranspose: weight (in, out / groups, ...)
 
 
@@ -535,11 +534,7 @@ class _Tracer:
             raise GaugeError(f"module {name!r}: expects {n_in} input channels, gets "
                              f"{sum(n for _, n, _, _ in x.segs)}")
         out = self.new_group(mod.out_channels if conv else mod.out_features, name)
-        frozen = _frozen_reason(mod)
-        if frozen:
-            self.fix(x, f"input of {name} ({frozen})")
-            self.reason[out] = f"output of {name} ({frozen})"
-        layer = _Layer(name, mod, x, out, flat=flat, frozen=frozen, transposed=transposed)
+        layer = _Layer(name, mod, x, out, flat=flat, transposed=transposed)
         self.layers.append(layer)
         self.layer_at[node.name] = layer
         return _Val([(out, self.size[out], 1, 0)], "spatial" if conv else "vector", _ndim(node))
@@ -592,7 +587,7 @@ class _Tracer:
             reason = f"feeds {what} in training mode (batch statistics are not homogeneous; call model.eval())"
         elif not (bn.track_running_stats and bn.running_var is not None and bn.running_mean is not None):
             reason = f"feeds {what} (no running statistics: it normalises by the batch's)"
-        elif bn.affine and layer is not None and len(prev.users) == 1 and layer.bn is None and not layer.frozen:
+        elif bn.affine and layer is not None and len(prev.users) == 1 and layer.bn is None:
             layer.bn, layer.bn_name = bn, name
             return x
         elif x.kind == "any":
@@ -841,11 +836,6 @@ def _weight_norm_of(mod):
     return None
 
 
-def _frozen_reason(mod):
-    """Why a layer's weight cannot be rescaled (its groups are then fixed), or ''."""
-    return ""
-
-
 def _check_hooks(name, mod):
     """Refuse what would change a module's computation behind the trace's back: parametrisations and
     hooks other than weight norm (handled by rescaling g and v)."""
@@ -969,8 +959,6 @@ class _Model:
         """``[(name, tensor)]``: every tensor that a rescaling writes, named as in ``model.state_dict()``."""
         out = []
         for layer in self.plan.layers:
-            if layer.frozen:
-                continue
             wn = _weight_norm_of(layer.module)
             if wn is not None:
                 out += [(f"{layer.name}.weight_g", wn[0]), (f"{layer.name}.weight_v", wn[1])]
@@ -1015,21 +1003,8 @@ class _Model:
 
     def device(self) -> torch.device:
         """The one device and dtype of all rescaled parameters, checked; returns the device."""
-        params = self.params() or [(f"{self.plan.layers[0].name}.weight", self.plan.layers[0].module.weight)]
-        first, t0 = params[0]
-        for name, t in params:
-            if t.dtype not in (torch.float32, torch.float64):
-                raise GaugeError(f"parameter {name!r}: dtype {t.dtype} is not supported; the gauge is "
-                                 "solved in float32 or float64 (NumPy has no bfloat16, and float16's range "
-                                 "is too narrow for the factors): convert the model with .float() or .double()")
-            if t.dtype != t0.dtype:
-                raise GaugeError(f"parameters {first!r} ({t0.dtype}) and {name!r} ({t.dtype}) differ in "
-                                 "dtype; convert the model to one with .float() or .double()")
-            if t.device != t0.device:
-                raise GaugeError(f"parameters {first!r} (on {t0.device}) and {name!r} (on {t.device}) lie on "
-                                 "different devices; move the model to one with .to(device)")
-        _array_namespace(t0.device, f"parameter {first!r}")
-        return t0.device
+        return _one_dtype_and_device(self.params() or [(f"{self.plan.layers[0].name}.weight",
+                                                         self.plan.layers[0].module.weight)])
 
     def check_finite(self, where=""):
         for name, t in self.rescaled():
@@ -1193,10 +1168,11 @@ def _finite(t):
     return bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))
 
 
-def _check_params(model):
-    """One dtype (float32 or float64) and one device for all parameters, before anything runs."""
+def _one_dtype_and_device(named):
+    """``(name, tensor)`` pairs of one dtype (float32 or float64) on one device whose array
+    namespace imports: that device (None for no tensors), else a GaugeError naming them."""
     first = t0 = None
-    for name, t in model.named_parameters():
+    for name, t in named:
         if t.dtype not in (torch.float32, torch.float64):
             raise GaugeError(f"parameter {name!r}: dtype {t.dtype} is not supported; the gauge is "
                              "solved in float32 or float64 (NumPy has no bfloat16, and float16's range "
@@ -1210,6 +1186,12 @@ def _check_params(model):
         elif t.device != t0.device:
             raise GaugeError(f"parameters {first!r} (on {t0.device}) and {name!r} (on {t.device}) lie on "
                              "different devices; move the model to one with .to(device)")
+    return None if t0 is None else t0.device
+
+
+def _check_params(model):
+    """One dtype (float32 or float64) and one device for all parameters, before anything runs."""
+    _one_dtype_and_device(model.named_parameters())
 
 
 def _bn_scale(bn):
@@ -1344,8 +1326,6 @@ def _apply(tm: _Model, factors, optimizer=None, journal=None):
         if bn.affine:
             _scale_(bn.bias, [a], optimizer, f"{name}.bias", journal=journal)
     for layer, (row, col) in zip(tm.plan.layers, per_layer):
-        if layer.frozen:
-            continue
         mod = layer.module
         W = mod.weight if _weight_norm_of(mod) is None else _weight_norm_of(mod)[1]
         d = W.dim()
