@@ -1082,35 +1082,41 @@ class _Model:
                 idx = (torch.arange(n_out, device=W.device) // opg)[:, None] * ipg + torch.arange(ipg, device=W.device)
                 dense.scatter_(1, idx, eff)
                 W = dense
-            A = _as_array(W, where)
-            if not layer.flat:
-                A = A.reshape(n_out, A.shape[1], -1)
+            # (n_out, channels, 1): a kernel's or a flattened channel's positions reduced to their
+            # p-norm, (sum_k |w|^p)^(1/p), which gives the solver the same M (and the same zeros)
+            # without the full-size temporary it would form per block (784 MiB for VGG-11's first
+            # classifier layer in float64); a 1 x 1 kernel or a linear layer: a view, no copy
+            if layer.flat and any(per > 1 for _, _, per, _ in layer.src.segs):
+                W2, col, ch = W.reshape(n_out, -1), 0, 0
+                R = torch.empty(n_out, sum(n for _, n, _, _ in layer.src.segs), dtype=W.dtype, device=W.device)
+                for _, n, per, _ in layer.src.segs:
+                    R[:, ch:ch + n] = _pnorms(W2[:, col:col + n * per].unflatten(1, (n, per)), p)
+                    col, ch = col + n * per, ch + n
+                A = _as_array(R, where)[:, :, None]
+            elif W.dim() > 2 and W[0, 0].numel() > 1:
+                A = _as_array(_pnorms(W.reshape(n_out, W.shape[1], -1), p), where)[:, :, None]
+            else:
+                A = _as_array(W, where).reshape(n_out, W.shape[1], 1)
             rd = plan.root(layer.dst)
-            for r, st, k, col, step, per in self.runs(layer):
+            for r, st, k, col, step, _ in self.runs(layer):
                 for a, b in pieces[r]:
                     lo, hi = max(a, st), min(b, st + k)
                     if lo >= hi:
                         continue
-                    if layer.flat:   # (n_out, columns): channel st + i at columns col + i*per ... + per
-                        blk = A[:, col + (lo - st) * per:col + (hi - st) * per].reshape(n_out, hi - lo, per)
-                    else:            # (n_out, channels, kernel): channel st + i at col + i*step
-                        blk = A[:, col + (lo - st) * step:col + (hi - st - 1) * step + 1:step]
+                    # (n_out, channels, 1): channel st + i at col + i*step
+                    blk = A[:, col + (lo - st) * step:col + (hi - st - 1) * step + 1:step]
                     for c, d in pieces[rd]:
                         g.add_block(self.group_of[r, a], self.group_of[rd, c], blk[c:d], name=layer.name)
         return g
 
     def runs(self, layer):
-        """The layer's input columns as runs ``(root, start, k, column, step, positions)``: channels
-        ``start .. start + k - 1`` of a group at columns ``column + i * step`` (a flattened input:
-        ``positions`` columns each, contiguous). One-channel segments of one group at evenly spaced
-        columns (a channel shuffle's output) join into one strided run."""
+        """The layer's input channels as runs ``(root, start, k, column, step, 1)``: channels
+        ``start .. start + k - 1`` of a group at input channels ``column + i * step`` (a flattened
+        input counted in channels, not columns). One-channel segments of one group at evenly spaced
+        places (a channel shuffle's output) join into one strided run."""
         plan, runs, col = self.plan, [], 0
         for g, n, per, st in layer.src.segs:
             r = plan.root(g)
-            if layer.flat:
-                runs.append([r, st, n, col, per, per])
-                col += n * per
-                continue
             found = None
             if n == 1:        # join a run of this group whose next channel is this one, evenly spaced
                 for run in reversed(runs):
@@ -1158,6 +1164,16 @@ class _Model:
         shifts = [cols(x, x.kind == "flat", bn.running_mean, f"buffer '{name}.running_mean'")
                   for name, bn, x in plan.shifts]
         return out, shifts
+
+
+def _pnorms(W3, p):
+    """``(sum_k |W3[:, :, k]|^p)^(1/p)``, shape (n_out, n), in W3's dtype, formed in float64 a few
+    rows at a time (no overflow of |w|^p, and no full-size temporary)."""
+    out = torch.empty(W3.shape[:2], dtype=W3.dtype, device=W3.device)
+    rows = max(1, _Journal.CHUNK // max(1, W3[0].numel()))
+    for i in range(0, W3.shape[0], rows):
+        out[i:i + rows] = torch.linalg.vector_norm(W3[i:i + rows], ord=p, dim=-1, dtype=torch.float64)
+    return out
 
 
 def _finite(t):

@@ -281,8 +281,8 @@ def _ptrs(model):
 
 def test_solver_reads_views_and_rescales_in_place():
     """The CPU half of the one code path (the CUDA half: tests/test_torch_cuda.py): np.from_dlpack
-    views share the parameters' memory, the graph's blocks are those views, and minnorm_ writes
-    into the parameters' own storage."""
+    views share the parameters' memory, the graph's blocks are those views (a kernel's: their
+    p-norms over it), and minnorm_ writes into the parameters' own storage."""
     import gaugelit.torch as gt
     m = CNN().double()
     W = m.c2.weight
@@ -294,8 +294,14 @@ def test_solver_reads_views_and_rescales_in_place():
     r = minnorm_(m, 2.0, gamma_tol=1e-10, example_input=x)
     assert _ptrs(m) == ptrs                                       # no parameter was replaced
     params = dict(m.named_parameters())
-    for b in r.graph.blocks:                                      # the graph read the live weights
-        assert np.shares_memory(b.weight, params[f"{b.name}.weight"].detach().numpy())
+    for b in r.graph.blocks:
+        W = params[f"{b.name}.weight"]
+        if W.dim() == 2 and b.weight.shape[1] == W.shape[1]:      # a linear layer: the live weights
+            assert np.shares_memory(b.weight, W.detach().numpy())
+        else:   # a kernel (or a flattened channel's positions): its p-norms, no full-size temporary
+            W0 = before[f"{b.name}.weight"]
+            W0 = W0.reshape(W0.shape[0], b.weight.shape[1], -1)
+            np.testing.assert_allclose(b.weight[:, :, 0], torch.linalg.vector_norm(W0, dim=-1).numpy(), rtol=1e-15)
     assert all(type(a) is np.ndarray and a.dtype == np.float64 for a in r.factors)
     # and the parameters hold exactly W a_out / a_in with the factors the solver returned
     g = {grp.name: a for grp, a in zip(r.graph.groups, r.factors)}
