@@ -1115,7 +1115,7 @@ class _Model:
         input counted in channels, not columns). One-channel segments of one group at evenly spaced
         places (a channel shuffle's output) join into one strided run."""
         plan, runs, col = self.plan, [], 0
-        for g, n, per, st in layer.src.segs:
+        for g, n, _, st in layer.src.segs:
             r = plan.root(g)
             found = None
             if n == 1:        # join a run of this group whose next channel is this one, evenly spaced
