@@ -30,6 +30,11 @@ parameter, a parametrisation or a hook that the trace cannot prove exact is an e
 or parameter, never a guess, and leaves the model as it was. By default the outputs are also
 compared on the traced input. This module is a leaf: nothing in the gaugelit core imports it.
 
+Memory: no copy of the weights. Every in-place change (a batch-normed layer's weights folded to
+``s W`` while the solver reads them, then the factors) is journaled and, on any failure, undone
+bit for bit (:class:`_Journal`); a block with a kernel reaches the solver as its p-norms over the
+kernel, formed a few rows at a time. What remains is the solver's ``M`` ((out, in) per block).
+
 Devices: one code path. Each weight reaches the solver as a zero-copy DLPack view in the array
 namespace of its device (``numpy.from_dlpack`` for CPU tensors, ``cupy.from_dlpack`` for CUDA
 tensors), the factors come back with ``torch.from_dlpack``, and weights, biases and optimizer state
