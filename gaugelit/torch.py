@@ -398,6 +398,8 @@ class _Tracer:
         keep their sizes on both sides leave the channel index ``c = i * (C // g) + j``), and the batch and
         spatial sizes must be read from a tensor (``x.size(k)``), so that the same holds for every
         input; anything else is refused."""
+        if len(shape) == 1 and isinstance(shape[0], _Shape) and shape[0].roles is not None:
+            shape = [_Shape(role=r) for r in shape[0].roles]      # x.view(y.shape): y's sizes, axis by axis
         what = f"{where}: .{node.target}{tuple('?' if isinstance(a, _Shape) else a for a in shape)}"
         if len(shape) == 2 and isinstance(shape[0], _Shape) and shape[0].batch and shape[1] == -1 and \
                 x.kind != "split":
@@ -451,7 +453,7 @@ class _Tracer:
         sizes read from the propagated shapes (they depend on the channel count only)."""
         metas = node.meta.get("tensor_meta")
         src = _shape(node.args[0])
-        ax = x.chan_axis()
+        ax = x.chan_axis() if x.kind in ("spatial", "vector") else None   # a flattened axis holds columns
         if not isinstance(dim, int) or ax is None or src is None or not isinstance(metas, (tuple, list)) or \
                 dim % len(src) != ax:
             raise UnsupportedOp(f"{where}: {how} along dim {dim} of a {x.kind} tensor; only the channel axis "
@@ -473,7 +475,8 @@ class _Tracer:
     def index(self, node, x, idx, where):
         """``x[..., a:b:s]``: a slice of the channel axis (every other axis whole) selects channels."""
         idx = idx if isinstance(idx, tuple) else (idx,)
-        ax, nd, src = x.chan_axis(), x.ndim, _shape(node.args[0])
+        ax = x.chan_axis() if x.kind in ("spatial", "vector") else None   # a flattened axis holds columns
+        nd, src = x.ndim, _shape(node.args[0])
         if ax is not None and src is not None and sum(1 for i in idx if i is Ellipsis) <= 1 and \
                 all(isinstance(i, slice) or i is Ellipsis for i in idx):
             if Ellipsis in idx:
@@ -595,7 +598,7 @@ class _Tracer:
         elif bn.affine and layer is not None and len(prev.users) == 1 and layer.bn is None:
             layer.bn, layer.bn_name = bn, name
             return x
-        elif x.kind == "any":
+        elif x.kind == "any" or any(n is None for _, n, _, _ in x.segs):
             reason = f"feeds {what} (a network input)"
         elif x.chan_axis() != 1:
             reason = f"feeds {what} (it normalises axis 1 of a tensor whose channels are on axis {x.chan_axis()})"
@@ -1156,8 +1159,9 @@ class _Model:
 
         def of(g, like, where):           # the factors of all channels of g's root, in order
             r = plan.root(g)
-            if r not in full:
-                full[r] = torch.cat([_as_tensor(factors[self.group_of[r, a]], like, where) for a, _ in pieces[r]])
+            if r not in full:             # (a group that no layer reads or writes is not in the graph: 1)
+                full[r] = torch.ones(plan.size[r], dtype=like.dtype, device=like.device) if r not in pieces else \
+                    torch.cat([_as_tensor(factors[self.group_of[r, a]], like, where) for a, _ in pieces[r]])
             return full[r]
 
         def cols(val, flat, like, where):  # per column of a value: its channel's factor

@@ -466,3 +466,43 @@ def test_gaugefix_transforms_state_through_batchnorm_weightnorm_and_groups():
         for k, p in m.named_parameters():
             torch.testing.assert_close(p * opt.state[p]["momentum_buffer"], inv[k], rtol=1e-9, atol=1e-15, msg=k)
     assert {g.name for g in res.graph.groups if g.free} == {"c1", "g"}
+
+
+def test_selections_of_flattened_columns_are_refused_and_odd_batch_norms_are_safe():
+    class Flat(nn.Module):
+        def __init__(self, how):
+            super().__init__()
+            self.how, self.a, self.fc = how, nn.Conv2d(1, 4, 3), nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.fc(self.how(torch.flatten(torch.relu(self.a(x)), 1)))
+    torch.manual_seed(16)
+    # the flattened axis holds columns (channel-major), not channels: no selection of channels
+    _refused(Flat(lambda h: h[:, :8]).double(), r"node 'getitem'.*indexes a flat tensor", UnsupportedOp,
+             example_input=_x(2, 1, 6, 6))
+    _refused(Flat(lambda h: h.chunk(8, 1)[0]).double(), r"node 'chunk'.*of a flat tensor", UnsupportedOp,
+             example_input=_x(2, 1, 6, 6))
+
+    class Odd(nn.Module):
+        """a batch norm on a sigmoid's output (a group no layer writes) and on a cat with the input"""
+        def __init__(self):
+            super().__init__()
+            self.a, self.d = nn.Conv2d(2, 4, 3, padding=1), nn.Conv2d(4, 3, 1)
+            self.bn1, self.bn2, self.b = nn.BatchNorm2d(3), nn.BatchNorm2d(5), nn.Conv2d(3, 2, 1)
+
+        def forward(self, x):
+            k = torch.relu(self.d(torch.relu(self.a(x))))
+            return self.b(k), self.bn1(torch.sigmoid(k)), self.bn2(torch.cat([k, x], 1))
+    m = Odd().double()
+    m(_x(8, 2, 6, 6))
+    m.eval()
+    r = minnorm_(m, 2.0, example_input=_x(2, 2, 6, 6))             # the default check on
+    assert r.output_change < 1e-10 and {g.name for g in r.graph.groups if g.free} == {"a"}
+
+
+def test_a_shuffle_written_with_view_of_shape_is_followed():
+    def shuffle(x, g):
+        n, c, h, w = x.size()
+        return x.view(n, g, c // g, h, w).transpose(1, 2).reshape(x.shape)
+    torch.manual_seed(17)
+    _exact(Shuffle(3, shuffle).double(), _x(3, 2, 7, 9), example_input=_x(2, 2, 8, 8))
