@@ -1272,7 +1272,7 @@ class _Journal:
         if not muls and not divs:
             return
         n0 = t.shape[0] if t.dim() else 1
-        k = max(1, self.CHUNK // max(1, t[0].numel() if t.dim() else 1))
+        k = max(1, self.CHUNK // max(1, t.numel() // n0 if n0 else 1))
         itype, rec = _INT[t.dtype], []
         for i in range(0, n0, k):
             c = t[i:i + k] if t.dim() else t

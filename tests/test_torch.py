@@ -429,6 +429,12 @@ def test_journal_undoes_in_place_rescalings_bit_for_bit():
         j.undo()
         for x, x0 in ((W, W0), (T, T0), (b, b0)):
             assert torch.equal(x.view(gt._INT[dtype]), x0.view(gt._INT[dtype]))
+    for t in (torch.zeros(0, 3, dtype=torch.float64), torch.tensor(2.5, dtype=torch.float64)):   # empty, 0-d
+        t0 = t.clone()
+        j = gt._Journal()
+        j.scale_(t, [torch.tensor(3.0, dtype=torch.float64)])
+        j.undo()
+        assert torch.equal(t, t0)
 
 
 def test_batchnormed_model_is_restored_bit_for_bit_when_the_solve_or_the_check_fails(monkeypatch):
