@@ -9,20 +9,31 @@ convolutional layer writes, with
   convolutional -- also grouped, depthwise and transposed -- layers, ReLU, leaky ReLU, PReLU,
   max/average pooling over axes that are not the channel axis, zero padding, means and sums over
   spatial axes, flatten (also as ``x.view(x.size(0), -1)``), dropout, identity, concatenation along
-  the channel axis, multiplication by a constant), so ``a`` out of one layer and ``1/a`` into the
-  next leave the function unchanged; an eval-mode batch norm right after a layer that only it reads
-  is folded-equivalent (the block is ``s W``; the factor goes into its gamma and beta); a
-  weight-normalised layer is rescaled through ``g`` and ``v``;
+  the channel axis, multiplication by a constant, a channel shuffle -- a view splitting the channel
+  axis, a transpose of its parts, a view merging them back: a permutation of channels computed from
+  the propagated shapes -- and ``chunk``, ``split`` and slices of the channel axis: selections of
+  channels, each layer then reading the pieces of a group that it reads), so ``a`` out of one layer
+  and ``1/a`` into the next leave the function unchanged; an eval-mode batch norm right after a
+  layer that only it reads is folded-equivalent (the block is ``s W``; the factor goes into its
+  gamma and beta), anywhere else (after a ReLU, a pool, a concatenation) it passes its input's
+  factors through (its running mean and beta carry them); a weight-normalised layer is rescaled
+  through ``g`` and ``v``;
 - **tied** channels: an addition (a residual stream) joins its operands into one group (one factor);
 - **fixed** channels (``a = 1``, reported with the reason): the inputs, whatever reaches an output,
   and whatever feeds an op that is not positively homogeneous (sigmoid, tanh, softmax, GELU, ReLU6,
-  batch norm in training mode or not right after a layer, layer normalisation, an added constant, ...).
+  batch norm in training mode or without running statistics, layer normalisation, an added
+  constant, ...).
 
 A convolution's channel-level ``M`` sums ``|W|^p`` over its kernel; flatten maps a channel to its
 block of columns in the next linear layer (per part of a concatenation). An op, a layout, a shared
 parameter, a parametrisation or a hook that the trace cannot prove exact is an error naming the node
 or parameter, never a guess, and leaves the model as it was. By default the outputs are also
 compared on the traced input. This module is a leaf: nothing in the gaugelit core imports it.
+
+Memory: no copy of the weights. Every in-place change (a batch-normed layer's weights folded to
+``s W`` while the solver reads them, then the factors) is journaled and, on any failure, undone
+bit for bit (:class:`_Journal`); a block with a kernel reaches the solver as its p-norms over the
+kernel, formed a few rows at a time. What remains is the solver's ``M`` ((out, in) per block).
 
 Devices: one code path. Each weight reaches the solver as a zero-copy DLPack view in the array
 namespace of its device (``numpy.from_dlpack`` for CPU tensors, ``cupy.from_dlpack`` for CUDA
@@ -91,27 +102,58 @@ _COMPARISONS = {operator.eq, operator.ne, operator.lt, operator.le, operator.gt,
 
 @dataclass
 class _Val:
-    """A traced tensor: its channels as segments ``(group id, channels, positions)`` and its layout.
+    """A traced tensor: its channels as segments ``(group id, channels, positions, start)`` -- the
+    channels ``start, ..., start + channels - 1`` of the group, in order -- and its layout.
 
     ``kind``: "spatial" (N, C, ...) with channels on axis 1, "vector" (N, ..., C) with channels on
     the last axis (a linear layer's output), "flat" (N, C*S) channel-major after a flatten (each
-    segment's channel has ``positions`` columns), "any" (a network input, fixed). ``ndim`` comes
-    from shape propagation."""
+    segment's channel has ``positions`` columns), "split" (N, c1, ..., cd, ...) a spatial tensor
+    whose channel axis a view split into axes 1..d, ``cmap`` (shape (c1, ..., cd)) holding which
+    channel of ``segs`` sits at each place, "any" (a network input, fixed). ``ndim`` comes from
+    shape propagation."""
     segs: list
     kind: str
     ndim: int | None = None
+    cmap: np.ndarray | None = None
 
     def chan_axis(self):
-        if self.kind == "any" or self.ndim is None:
+        if self.kind in ("any", "split") or self.ndim is None:
             return None
         return self.ndim - 1 if self.kind == "vector" else 1
+
+    def roles(self):
+        """What each axis is: "batch", "chan" (a channel axis), ("space", j) (the j-th spatial axis
+        of the (N, C, S...) layout), or None (unknown)."""
+        if self.ndim is None:
+            return None
+        if self.kind == "spatial":
+            return ("batch", "chan") + tuple(("space", j) for j in range(self.ndim - 2))
+        if self.kind == "split":
+            d = self.cmap.ndim
+            return ("batch",) + ("chan",) * d + tuple(("space", j) for j in range(self.ndim - 1 - d))
+        if self.kind == "vector":
+            return ("batch",) + (None,) * (self.ndim - 2) + ("chan",)
+        return ("batch",) + (None,) * (self.ndim - 1)
 
 
 @dataclass
 class _Shape:
     """A value computed from shapes only (``x.size(0)``, ``x.shape[-1]``, ``h == 224``, ...); no
-    tensor, so nothing to rescale. ``batch``: it is the batch size (dim 0 of a tensor)."""
-    batch: bool = False
+    tensor, so nothing to rescale. ``role``: what it is the size of -- "batch" (dim 0 of a tensor),
+    "chan" (a channel axis, or an expression of channel sizes and constants), ("space", j), or None
+    (unknown, or mixed). ``roles``: for a whole shape (``x.shape``, ``x.size()``), each axis's role."""
+    role: object = None
+    roles: tuple | None = None
+
+    @property
+    def batch(self):
+        return self.role == "batch"
+
+
+@dataclass
+class _Parts:
+    """The tuple of tensors ``chunk`` or ``split`` returns: one :class:`_Val` per part."""
+    vals: list
 
 
 @dataclass
@@ -123,7 +165,6 @@ class _Layer:
     flat: bool = False
     bn: nn.Module | None = None   # an eval-mode batch norm that reads only this layer: folded-equivalent
     bn_name: str = ""
-    frozen: str = ""              # why the layer is never rescaled (its groups are fixed)
     transposed: bool = False      # ConvTranspose: weight (in, out / groups, ...)
 
 
@@ -135,6 +176,7 @@ class _Plan:
     size: list
     reason: list
     names: list = field(default_factory=list)
+    shifts: list = field(default_factory=list)   # (name, batch norm, input): eval BN not after a layer
 
     def root(self, g):
         while self.parent[g] != g:
@@ -233,7 +275,7 @@ class _Tracer:
                              "gaugelit.torch needs a model without data-dependent control flow") from e
         self.modules = dict(self.gm.named_modules())
         self.parent, self.size, self.reason, self.names = [], [], [], []
-        self.layers, self.used, self.layer_at = [], set(), {}
+        self.layers, self.used, self.layer_at, self.shifts = [], set(), {}, []
         self.input = _propagate(self, example_input) if propagate else None
 
     def new_group(self, size, name, reason=None):
@@ -249,7 +291,7 @@ class _Tracer:
         return g
 
     def fix(self, val: _Val, reason):
-        for g, _, _ in val.segs:
+        for g, *_ in val.segs:
             r = self.root(g)
             if self.reason[r] is None:
                 self.reason[r] = reason
@@ -259,7 +301,7 @@ class _Tracer:
             raise UnsupportedOp(f"{where}: adds tensors whose channels come from different concatenations")
         if a.kind != b.kind and "any" not in (a.kind, b.kind):
             raise UnsupportedOp(f"{where}: adds tensors of different layouts ({a.kind}, {b.kind})")
-        for (ga, _, _), (gb, _, _) in zip(a.segs, b.segs):
+        for (ga, *_), (gb, *_) in zip(a.segs, b.segs):
             ra, rb = self.root(ga), self.root(gb)
             if ra == rb:
                 continue
@@ -277,7 +319,7 @@ class _Tracer:
         shape, kind = _shape(node), like.kind if like is not None else "any"
         ax = _Val([], kind, len(shape)).chan_axis() if shape is not None and kind != "any" else None
         size = shape[ax] if ax is not None else None
-        return _Val([(self.new_group(size, f"output of {what}", reason=f"output of {what}"), size, 1)],
+        return _Val([(self.new_group(size, f"output of {what}", reason=f"output of {what}"), size, 1, 0)],
                     kind, _ndim(node))
 
     def run(self) -> _Plan:
@@ -285,13 +327,15 @@ class _Tracer:
         for node in self.gm.graph.nodes:
             where = f"node {node.name!r} ({node.op} {node.target!r})"
             args = [_lookup(a, env) for a in node.args]
+            self._guard(node, args, [_lookup(a, env) for a in node.kwargs.values()], where)
             if node.op == "placeholder":
                 env[node.name] = _Val([(self.new_group(None, f"input {node.name}", reason="network input"),
-                                        None, 1)], "any", _ndim(node))
+                                        None, 1, 0)], "any", _ndim(node))
             elif node.op == "output":
                 for v in _flatten_vals(node.args):
-                    if isinstance(env[v.name], _Val):
-                        self.fix(env[v.name], "network output")
+                    for val in env[v.name].vals if isinstance(env[v.name], _Parts) else [env[v.name]]:
+                        if isinstance(val, _Val):
+                            self.fix(val, "network output")
             elif node.op == "get_attr":
                 raise UnsupportedOp(f"{where}: a tensor attribute used directly; gaugelit.torch rescales "
                                     "only nn.Linear / nn.Conv weights")
@@ -306,7 +350,144 @@ class _Tracer:
             v = env.get(node.name)
             if isinstance(v, _Val) and v.ndim is None:
                 v.ndim = _ndim(node)
-        return _Plan(self.layers, self.parent, self.size, self.reason, self.names)
+        return _Plan(self.layers, self.parent, self.size, self.reason, self.names, self.shifts)
+
+    def _guard(self, node, args, kwargs, where):
+        """A split channel axis is followed only through what keeps each channel's entries apart
+        (swapping its channel axes, .contiguous(), a view merging them back, elementwise ReLU-like
+        ops); the parts of a chunk or split only through indexing."""
+        vals = [a for a in _walk(list(args) + list(kwargs)) if isinstance(a, (_Val, _Parts))]
+        if node.op == "output" or not vals:
+            return
+        if any(isinstance(v, _Parts) for v in vals) and not (node.op == "call_function" and node.target is
+                                                             operator.getitem):
+            raise UnsupportedOp(f"{where}: uses the parts of a chunk or split other than by indexing them "
+                                "(parts[i])")
+        if not any(isinstance(v, _Val) and v.kind == "split" for v in vals):
+            return
+        mod = self.modules.get(node.target) if node.op == "call_module" else None
+        ok = (node.op == "call_method" and node.target in ("transpose", "contiguous", "view", "reshape", "relu",
+                                                           "relu_")) or \
+            (node.op == "call_function" and (node.target is torch.transpose or node.target in
+                                             _ELEMENTWISE_FUNCTIONS - {F.prelu, torch.prelu})) or \
+            (mod is not None and isinstance(mod, _ELEMENTWISE_MODULES) and
+             not (isinstance(mod, nn.PReLU) and mod.num_parameters > 1))
+        if not ok:
+            raise UnsupportedOp(f"{where}: reads a tensor whose channel axis a view split (a channel shuffle's "
+                                "x.view(N, g, C // g, ...)); only swapping its channel axes, .contiguous(), a view "
+                                "merging them back and elementwise ReLU-like ops are followed")
+
+    def take(self, x: _Val, idx, kind, ndim, where):
+        """The channels ``idx`` of ``x`` (a permutation or a selection), as segments."""
+        if any(n is None for _, n, _, _ in x.segs):
+            raise UnsupportedOp(f"{where}: permutes or selects channels of a network input")
+        chans = [(g, st + i, per) for g, n, per, st in x.segs for i in range(n)]
+        segs = []
+        for c in np.asarray(idx, dtype=np.int64).reshape(-1):
+            g, ch, per = chans[int(c)]
+            if segs and segs[-1][0] == g and segs[-1][2] == per and segs[-1][3] + segs[-1][1] == ch:
+                segs[-1] = (g, segs[-1][1] + 1, per, segs[-1][3])
+            else:
+                segs.append((g, 1, per, ch))
+        return _Val(segs, kind, ndim)
+
+    def reshape(self, node, x, shape, where):
+        """``view`` / ``reshape``: a flatten from dim 1, a split of the channel axis into axes (channel
+        shuffle: (N, C, S...) -> (N, g, C // g, S...)), or the merge of a split channel axis back into
+        one; each proved from the propagated shapes (view is row-major, so batch and spatial axes that
+        keep their sizes on both sides leave the channel index ``c = i * (C // g) + j``), and the batch and
+        spatial sizes must be read from a tensor (``x.size(k)``), so that the same holds for every
+        input; anything else is refused."""
+        if len(shape) == 1 and isinstance(shape[0], _Shape) and shape[0].roles is not None:
+            shape = [_Shape(role=r) for r in shape[0].roles]      # x.view(y.shape): y's sizes, axis by axis
+        what = f"{where}: .{node.target}{tuple('?' if isinstance(a, _Shape) else a for a in shape)}"
+        if len(shape) == 2 and isinstance(shape[0], _Shape) and shape[0].batch and shape[1] == -1 and \
+                x.kind != "split":
+            return self.flat(x, node, where)    # x.view(x.size(0), -1): flatten from dim 1
+        src, out = _shape(node.args[0]), _shape(node)
+        if src is None or out is None or x.kind not in ("spatial", "split"):
+            raise UnsupportedOp(f"{what}; only x.view(x.size(0), -1) (a flatten from dim 1), a split of the "
+                                "channel axis of an (N, C, ...) tensor and its merge back keep channels whole")
+        if x.kind == "spatial":
+            d = len(out) - len(src) + 1
+            ok = d >= 1 and out[0] == src[0] and out[1 + d:] == src[2:] and int(np.prod(out[1:1 + d])) == src[1]
+            need = ["batch"] + ["chan"] * d + [("space", j) for j in range(len(src) - 2)]
+        else:
+            d = x.cmap.ndim
+            ok = len(out) == len(src) - d + 1 and out[0] == src[0] and out[2:] == src[1 + d:] and \
+                out[1] == int(np.prod(src[1:1 + d]))
+            need = ["batch", "chan"] + [("space", j) for j in range(len(out) - 2)]
+        ok = ok and len(shape) == len(need) and sum(1 for a in shape if a == -1 and isinstance(a, int)) <= 1 and \
+            all((isinstance(a, int) and (a == -1 or r == "chan")) or (isinstance(a, _Shape) and a.role == r)
+                for a, r in zip(shape, need))
+        if not ok:
+            raise UnsupportedOp(f"{what} on a tensor of shape {tuple(src)} giving {tuple(out)}: it mixes channels "
+                                "with the batch or spatial axes, or reads their sizes as constants; only a split of "
+                                "the channel axis (x.view(N, g, C // g, H, W) with N, H, W read by x.size()) and its "
+                                "merge back keep channels whole")
+        if x.kind == "spatial":
+            if d == 1:
+                return x
+            return _Val(x.segs, "split", len(out), np.arange(src[1]).reshape(out[1:1 + d]))
+        return self.take(x, x.cmap.reshape(-1), "spatial", len(out), where)
+
+    def transpose(self, x, a, b, where):
+        nd = x.ndim
+        if not (isinstance(a, int) and isinstance(b, int)) or nd is None:
+            raise UnsupportedOp(f"{where}: transpose of unknown axes")
+        a, b = a % nd, b % nd
+        if a == b:
+            return x
+        if x.kind == "split":
+            d = x.cmap.ndim
+            if 1 <= a <= d and 1 <= b <= d:
+                return _Val(x.segs, "split", nd, np.swapaxes(x.cmap, a - 1, b - 1))
+        elif x.kind in ("spatial", "vector") and 0 not in (a, b) and x.chan_axis() not in (a, b):
+            return x                              # two spatial axes swapped: each channel stays whole
+        raise UnsupportedOp(f"{where}: transposes axes {a} and {b} of a {x.kind} tensor: it would move the "
+                            "batch or the channel axis (only the channel axes of a split channel axis, or two "
+                            "spatial axes, may be swapped)")
+
+    def parts(self, node, x, how, sizes_arg, dim, where):
+        """``chunk`` / ``split`` along the channel axis: each part a selection of channels, the parts'
+        sizes read from the propagated shapes (they depend on the channel count only)."""
+        metas = node.meta.get("tensor_meta")
+        src = _shape(node.args[0])
+        ax = x.chan_axis() if x.kind in ("spatial", "vector") else None   # a flattened axis holds columns
+        if not isinstance(dim, int) or ax is None or src is None or not isinstance(metas, (tuple, list)) or \
+                dim % len(src) != ax:
+            raise UnsupportedOp(f"{where}: {how} along dim {dim} of a {x.kind} tensor; only the channel axis "
+                                f"({ax}) of an (N, C, ...) or (N, ..., C) tensor is followed")
+        if not (isinstance(sizes_arg, int) or (isinstance(sizes_arg, (list, tuple)) and
+                                               all(isinstance(s, int) for s in sizes_arg))):
+            raise UnsupportedOp(f"{where}: {how} into sizes read from shapes; only constant sizes are followed")
+        vals, off = [], 0
+        for m in metas:
+            shp = tuple(m.shape)
+            if shp[:ax] + shp[ax + 1:] != src[:ax] + src[ax + 1:]:
+                raise UnsupportedOp(f"{where}: a part of {how} of shape {shp} from {tuple(src)}")
+            vals.append(self.take(x, range(off, off + shp[ax]), x.kind, x.ndim, where))
+            off += shp[ax]
+        if off != src[ax]:
+            raise UnsupportedOp(f"{where}: the parts of {how} hold {off} of {src[ax]} channels")
+        return _Parts(vals)
+
+    def index(self, node, x, idx, where):
+        """``x[..., a:b:s]``: a slice of the channel axis (every other axis whole) selects channels."""
+        idx = idx if isinstance(idx, tuple) else (idx,)
+        ax = x.chan_axis() if x.kind in ("spatial", "vector") else None   # a flattened axis holds columns
+        nd, src = x.ndim, _shape(node.args[0])
+        if ax is not None and src is not None and sum(1 for i in idx if i is Ellipsis) <= 1 and \
+                all(isinstance(i, slice) or i is Ellipsis for i in idx):
+            if Ellipsis in idx:
+                k = idx.index(Ellipsis)
+                idx = idx[:k] + (slice(None),) * (nd - len(idx) + 1) + idx[k + 1:]
+            idx = idx + (slice(None),) * (nd - len(idx))
+            if len(idx) == nd and all(i == slice(None) for k, i in enumerate(idx) if k != ax):
+                sel = range(src[ax])[idx[ax]]
+                return self.take(x, sel, x.kind, nd, where)
+        raise UnsupportedOp(f"{where}: indexes a {x.kind} tensor with {idx!r}; only a slice of its channel axis "
+                            f"({ax}), every other axis whole, selects channels")
 
     def _input_of(self, name, x: _Val, n_in, conv):
         """The layer's input segments with their sizes; a network input gets its size here."""
@@ -316,9 +497,9 @@ class _Tracer:
                 self.size[g] = n_in
             elif self.size[g] != n_in:
                 g = self.new_group(n_in, f"input of {name}", reason="network input")   # read differently
-            return _Val([(g, n_in, 1)], x.kind, x.ndim)
-        segs = [(g, self.size[self.root(g)] if n is None else n, per) for g, n, per in x.segs]
-        if any(n is None for _, n, _ in segs):
+            return _Val([(g, n_in, 1, 0)], x.kind, x.ndim)
+        segs = [(g, self.size[self.root(g)] if n is None else n, per, st) for g, n, per, st in x.segs]
+        if any(n is None for _, n, _, _ in segs):
             raise GaugeError(f"module {name!r}: cannot tell how many channels each part of its "
                              "concatenated input has")
         return _Val(segs, x.kind, x.ndim)
@@ -342,8 +523,6 @@ class _Tracer:
             if x.ndim is not None and x.ndim != k + 2:
                 raise UnsupportedOp(f"module {name!r}: {type(mod).__name__} of a {x.ndim}-d tensor (unbatched or "
                                     f"other layout); gaugelit.torch reads channels on axis 1 of (N, C, ...)")
-            if transposed and mod.groups != 1:
-                raise UnsupportedOp(f"module {name!r}: grouped ConvTranspose (groups={mod.groups})")
         elif x.kind == "spatial":
             raise UnsupportedOp(f"module {name!r}: nn.Linear applied to a feature map acts on its last "
                                 "axis, not on channels; flatten first")
@@ -353,24 +532,20 @@ class _Tracer:
             # a flattened input: each segment's channels keep their positions; the input group
             # of a network input has the features as units
             if len(x.segs) == 1 and x.segs[0][1] is None:
-                x = _Val([(x.segs[0][0], None, 1)], "vector", x.ndim)
+                x = _Val([(x.segs[0][0], None, 1, 0)], "vector", x.ndim)
                 flat = False
         x = self._input_of(name, x, n_in, conv)
-        if flat and sum(n * per for _, n, per in x.segs) != n_in:
+        if flat and sum(n * per for _, n, per, _ in x.segs) != n_in:
             raise GaugeError(f"module {name!r}: {n_in} input features, but its flattened input has "
-                             f"{sum(n * per for _, n, per in x.segs)}")
-        if not flat and sum(n for _, n, _ in x.segs) != n_in:
+                             f"{sum(n * per for _, n, per, _ in x.segs)}")
+        if not flat and sum(n for _, n, _, _ in x.segs) != n_in:
             raise GaugeError(f"module {name!r}: expects {n_in} input channels, gets "
-                             f"{sum(n for _, n, _ in x.segs)}")
+                             f"{sum(n for _, n, _, _ in x.segs)}")
         out = self.new_group(mod.out_channels if conv else mod.out_features, name)
-        frozen = _frozen_reason(mod)
-        if frozen:
-            self.fix(x, f"input of {name} ({frozen})")
-            self.reason[out] = f"output of {name} ({frozen})"
-        layer = _Layer(name, mod, x, out, flat=flat, frozen=frozen, transposed=transposed)
+        layer = _Layer(name, mod, x, out, flat=flat, transposed=transposed)
         self.layers.append(layer)
         self.layer_at[node.name] = layer
-        return _Val([(out, self.size[out], 1)], "spatial" if conv else "vector", _ndim(node))
+        return _Val([(out, self.size[out], 1, 0)], "spatial" if conv else "vector", _ndim(node))
 
     def module(self, node, mod, args, where):
         name = node.target
@@ -404,7 +579,11 @@ class _Tracer:
     def batchnorm(self, node, bn, x):
         """Eval-mode BN right after a layer that only it reads: the layer and BN act as one layer with
         weights ``s W`` (``s = gamma / sqrt(var + eps)``); its output rescaled by ``a`` is gamma, beta
-        times ``a``. Otherwise (train mode, no affine, not after a layer) its input is fixed."""
+        times ``a``. Elsewhere (after a ReLU, a pool, a concatenation, a layer that others read too)
+        an eval-mode BN is ``s z + beta - s mu`` per channel: with its input rescaled by ``a``, the
+        running mean and beta times ``a`` give ``a BN(z)``, so it passes its input's factors through
+        (the running variance, gamma and eps unchanged). In training mode (batch statistics) or
+        without running statistics its input is fixed."""
         name, what = node.target, f"{type(bn).__name__} {node.target!r}"
         if id(bn) in self.used:
             raise GaugeError(f"module {name!r} ({type(bn).__name__}) is called twice: its gamma and beta cannot "
@@ -414,12 +593,20 @@ class _Tracer:
         layer = self.layer_at.get(prev.name) if isinstance(prev, torch.fx.Node) else None
         if bn.training:
             reason = f"feeds {what} in training mode (batch statistics are not homogeneous; call model.eval())"
-        elif not (bn.affine and bn.track_running_stats and bn.running_var is not None):
-            reason = f"feeds {what} (no affine weights or no running statistics to carry a factor)"
-        elif layer is None or len(prev.users) != 1 or layer.bn is not None or layer.frozen:
-            reason = f"feeds {what} (not directly after a layer that only it reads; kept fixed)"
-        else:
+        elif not (bn.track_running_stats and bn.running_var is not None and bn.running_mean is not None):
+            reason = f"feeds {what} (no running statistics: it normalises by the batch's)"
+        elif bn.affine and layer is not None and len(prev.users) == 1 and layer.bn is None:
             layer.bn, layer.bn_name = bn, name
+            return x
+        elif x.kind == "any" or any(n is None for _, n, _, _ in x.segs):
+            reason = f"feeds {what} (a network input)"
+        elif x.chan_axis() != 1:
+            reason = f"feeds {what} (it normalises axis 1 of a tensor whose channels are on axis {x.chan_axis()})"
+        else:
+            n = sum(n * (per if x.kind == "flat" else 1) for _, n, per, _ in x.segs)
+            if n != bn.num_features:
+                raise GaugeError(f"module {name!r}: {bn.num_features} features, its input has {n} channels")
+            self.shifts.append((name, bn, x))
             return x
         self.fix(x, reason)
         return self.fixed_output(node, what, like=x)
@@ -445,23 +632,42 @@ class _Tracer:
         if shape_in is None:
             raise UnsupportedOp(f"{where}: flatten of a tensor of unknown shape")
         per = int(np.prod(shape_in[2:]))
-        return _Val([(g, n, p * per) for g, n, p in x.segs], "flat", 2)
+        return _Val([(g, n, p * per, st) for g, n, p, st in x.segs], "flat", 2)
 
     def function(self, node, args, where):
         fn = node.target
         vals = [a for a in list(args) + list(node.kwargs.values()) if isinstance(a, _Val)]
         has_tensor = _has_val(list(args) + list(node.kwargs.values()))
         if fn is getattr and isinstance(args[0], _Val):
-            if args[1] in ("shape", "ndim", "dtype", "device"):
-                return _Shape(batch=None if args[1] == "shape" else False)
+            if args[1] == "shape":
+                return _Shape(roles=_roles(args[0]))
+            if args[1] in ("ndim", "dtype", "device"):
+                return _Shape(role="chan")
             raise UnsupportedOp(f"{where}: reads attribute {args[1]!r} of a tensor")
         if fn is operator.getitem and isinstance(args[0], _Shape):
-            return _Shape(batch=args[0].batch is None and args[1] == 0)
+            r, i = args[0].roles, args[1]
+            return _Shape(role=r[i] if r is not None and isinstance(i, int) and -len(r) <= i < len(r) else None)
+        if fn is operator.getitem and isinstance(args[0], _Parts):
+            return args[0].vals[args[1]]
+        if fn is operator.getitem and isinstance(args[0], _Val):
+            return self.index(node, args[0], args[1], where)
         if fn in _COMPARISONS and has_tensor:
             raise UnsupportedOp(f"{where}: compares a tensor ({getattr(fn, '__name__', fn)}): a comparison's "
                                 "result is boolean, so no rescaling of its inputs passes through it")
         if not has_tensor:
-            return _Shape()                 # arithmetic on shapes, torch._assert, ...: no tensor involved
+            # arithmetic on shapes, torch._assert, ...: no tensor involved; an expression of channel
+            # sizes and constants is a channel size
+            shapes = [a for a in _walk(list(args) + list(node.kwargs.values())) if isinstance(a, _Shape)]
+            consts = all(isinstance(a, (_Shape, int, float, str)) or a is None
+                         for a in _walk(list(args) + list(node.kwargs.values())))
+            return _Shape(role="chan" if consts and all(a.role == "chan" for a in shapes) else None)
+        if fn is torch.transpose:
+            return self.transpose(args[0], args[1] if len(args) > 1 else node.kwargs.get("dim0"),
+                                  args[2] if len(args) > 2 else node.kwargs.get("dim1"), where)
+        if fn in (torch.chunk, torch.split):
+            dim = args[2] if len(args) > 2 else node.kwargs.get("dim", 0)
+            how = "torch.chunk" if fn is torch.chunk else "torch.split"
+            return self.parts(node, args[0], how, args[1] if len(args) > 1 else None, dim, where)
         if fn in _ELEMENTWISE_FUNCTIONS:
             if fn in (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d) and len(vals) > 1:
                 raise UnsupportedOp(f"{where}: dropout with tensor arguments")
@@ -563,15 +769,23 @@ class _Tracer:
             return x
         if name == "size":
             dim = args[1] if len(args) > 1 else node.kwargs.get("dim")
-            return _Shape(batch=None if dim is None else dim == 0)
+            roles = _roles(x)
+            if dim is None:
+                return _Shape(roles=roles)
+            return _Shape(role=roles[dim] if roles is not None and -len(roles) <= dim < len(roles) else
+                          ("batch" if dim == 0 else None))
         if name == "dim":
-            return _Shape()
+            return _Shape(role="chan")
         if name in ("view", "reshape"):
             shape = args[1] if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:]
-            if len(shape) == 2 and isinstance(shape[0], _Shape) and shape[0].batch and shape[1] == -1:
-                return self.flat(x, node, where)    # x.view(x.size(0), -1): flatten from dim 1
-            raise UnsupportedOp(f"{where}: .{name}{tuple('?' if isinstance(a, _Shape) else a for a in shape)}; "
-                                "only x.view(x.size(0), -1) (a flatten from dim 1) keeps channels whole")
+            return self.reshape(node, x, list(shape), where)
+        if name == "transpose":
+            return self.transpose(x, args[1] if len(args) > 1 else node.kwargs.get("dim0"),
+                                  args[2] if len(args) > 2 else node.kwargs.get("dim1"), where)
+        if name in ("chunk", "split"):
+            dim = args[2] if len(args) > 2 else node.kwargs.get("dim", 0)
+            sizes = args[1] if len(args) > 1 else node.kwargs.get("chunks", node.kwargs.get("split_size"))
+            return self.parts(node, x, f".{name}()", sizes, dim, where)
         if name == "flatten":
             start = args[1] if len(args) > 1 else node.kwargs.get("start_dim", 0)
             end = args[2] if len(args) > 2 else node.kwargs.get("end_dim", -1)
@@ -587,8 +801,27 @@ class _Tracer:
                             "homogeneous of degree one")
 
 
+def _roles(x: _Val):
+    """Each axis's role for shape reads; a network input's dim 0 is its batch."""
+    roles = x.roles()
+    if roles is None or x.kind == "any":
+        return None if roles is None else ("batch",) + (None,) * (len(roles) - 1)
+    return roles
+
+
+def _walk(a):
+    if isinstance(a, (list, tuple)):
+        for x in a:
+            yield from _walk(x)
+    elif isinstance(a, dict):
+        for x in a.values():
+            yield from _walk(x)
+    else:
+        yield a
+
+
 def _has_val(a):
-    if isinstance(a, _Val):
+    if isinstance(a, (_Val, _Parts)):
         return True
     if isinstance(a, (list, tuple)):
         return any(_has_val(x) for x in a)
@@ -609,11 +842,6 @@ def _weight_norm_of(mod):
         if type(hook).__name__ == "WeightNorm" and hook.name == "weight":
             return mod.weight_g, mod.weight_v, hook.dim
     return None
-
-
-def _frozen_reason(mod):
-    """Why a layer's weight cannot be rescaled (its groups are then fixed), or ''."""
-    return ""
 
 
 def _check_hooks(name, mod):
@@ -728,7 +956,7 @@ class _Model:
         used = []
         for layer in plan.layers:
             used.append(plan.root(layer.dst))
-            used += [plan.root(g) for g, _, _ in layer.src.segs]
+            used += [plan.root(g) for g, *_ in layer.src.segs]
         self.group_of = {}                                  # plan root -> graph group id
         self.order = list(dict.fromkeys(used))
         if not plan.layers:
@@ -739,8 +967,6 @@ class _Model:
         """``[(name, tensor)]``: every tensor that a rescaling writes, named as in ``model.state_dict()``."""
         out = []
         for layer in self.plan.layers:
-            if layer.frozen:
-                continue
             wn = _weight_norm_of(layer.module)
             if wn is not None:
                 out += [(f"{layer.name}.weight_g", wn[0]), (f"{layer.name}.weight_v", wn[1])]
@@ -750,6 +976,10 @@ class _Model:
                 out.append((f"{layer.name}.bias", layer.module.bias))
             if layer.bn is not None:
                 out += [(f"{layer.bn_name}.weight", layer.bn.weight), (f"{layer.bn_name}.bias", layer.bn.bias)]
+        for name, bn, _ in self.plan.shifts:
+            out.append((f"{name}.running_mean", bn.running_mean))
+            if bn.affine:
+                out.append((f"{name}.bias", bn.bias))
         return out
 
     def _check_shared(self):
@@ -781,21 +1011,8 @@ class _Model:
 
     def device(self) -> torch.device:
         """The one device and dtype of all rescaled parameters, checked; returns the device."""
-        params = self.params() or [(f"{self.plan.layers[0].name}.weight", self.plan.layers[0].module.weight)]
-        first, t0 = params[0]
-        for name, t in params:
-            if t.dtype not in (torch.float32, torch.float64):
-                raise GaugeError(f"parameter {name!r}: dtype {t.dtype} is not supported; the gauge is "
-                                 "solved in float32 or float64 (NumPy has no bfloat16, and float16's range "
-                                 "is too narrow for the factors): convert the model with .float() or .double()")
-            if t.dtype != t0.dtype:
-                raise GaugeError(f"parameters {first!r} ({t0.dtype}) and {name!r} ({t.dtype}) differ in "
-                                 "dtype; convert the model to one with .float() or .double()")
-            if t.device != t0.device:
-                raise GaugeError(f"parameters {first!r} (on {t0.device}) and {name!r} (on {t.device}) lie on "
-                                 "different devices; move the model to one with .to(device)")
-        _array_namespace(t0.device, f"parameter {first!r}")
-        return t0.device
+        return _one_dtype_and_device(self.params() or [(f"{self.plan.layers[0].name}.weight",
+                                                         self.plan.layers[0].module.weight)])
 
     def check_finite(self, where=""):
         for name, t in self.rescaled():
@@ -813,27 +1030,58 @@ class _Model:
         W = mod.weight if wn is None else torch._weight_norm(wn[1], wn[0], 0)
         return W.detach().transpose(0, 1) if layer.transposed else W.detach()
 
-    def graph(self, p: float = 2.0) -> GaugeGraph:
+    @torch.no_grad()
+    def fold_in_place(self, journal):
+        """``W *= s`` (``s = gamma / sqrt(var + eps)``) for each layer whose eval batch norm is
+        folded-equivalent, in place and recorded in ``journal``: the solver then reads s W as a view.
+        Grouped and weight-normalised layers are not folded here (their blocks are formed anyway)."""
+        folded = set()
+        for layer in self.plan.layers:
+            if layer.bn is None or getattr(layer.module, "groups", 1) > 1 or _weight_norm_of(layer.module) is not None:
+                continue
+            W = layer.module.weight
+            s = _bn_scale(layer.bn)
+            journal.scale_(W.data, [s.view((1, -1) + (1,) * (W.dim() - 2)) if layer.transposed else
+                                    s.view((-1,) + (1,) * (W.dim() - 1))])
+            folded.add(layer.name)
+        return folded
+
+    def graph(self, p: float = 2.0, folded=()) -> GaugeGraph:
         """The gauge graph, its blocks zero-copy views of the weights (copies where a batch norm is
-        folded in, a weight norm computed, or a grouped convolution spread over its groups); call it
-        under ``_on_device(self.device())``."""
+        folded in -- except for the layers in ``folded``, whose weights already hold s W -- a weight
+        norm computed, or a grouped convolution spread over its groups); call it under
+        ``_on_device(self.device())``."""
         plan, g = self.plan, GaugeGraph()
         self.group_of = {}
+        pieces = self.pieces()
         for r in self.order:
             names = ", ".join(dict.fromkeys(plan.names[r]))
             label = f"tied [{names}]" if len(plan.names[r]) > 1 else names
             if plan.size[r] is None:
                 raise GaugeError(f"group {label!r}: its size is unknown (a bug in gaugelit.torch: please report it)")
-            self.group_of[r] = g.add_group(label, plan.size[r], free=plan.reason[r] is None,
-                                           reason=plan.reason[r])
+            for a, b in pieces[r]:
+                name = label if len(pieces[r]) == 1 else f"{label} [{a}:{b}]"
+                self.group_of[r, a] = g.add_group(name, b - a, free=plan.reason[r] is None, reason=plan.reason[r])
         for layer in plan.layers:
             where = f"parameter '{layer.name}.weight'"
             W = self._weight(layer)
-            if layer.bn is not None:
+            if layer.bn is not None and layer.name not in folded and \
+                    not (layer.transposed and getattr(layer.module, "groups", 1) > 1):
                 W = W * _bn_scale(layer.bn).view((-1,) + (1,) * (W.dim() - 1))
             groups = getattr(layer.module, "groups", 1)
             n_out = W.shape[0]
-            if groups > 1:
+            if groups > 1 and layer.transposed:
+                # weight (in, out / groups, ...): input i of group i // ipg feeds outputs
+                # (i // ipg) * opg + j; the same dense (out, in) block, kernel summed at p
+                Wt = W.transpose(0, 1)
+                n_in, opg = Wt.shape[0], Wt.shape[1]
+                n_out, ipg = opg * groups, n_in // groups
+                eff = Wt.reshape(n_in, opg, -1).abs().pow(p).sum(-1).pow(1.0 / p)
+                idx = (torch.arange(n_in, device=W.device) // ipg)[:, None] * opg + torch.arange(opg, device=W.device)
+                if layer.bn is not None:
+                    eff = eff * _bn_scale(layer.bn).abs()[idx]
+                W = torch.zeros(n_in, n_out, dtype=W.dtype, device=W.device).scatter_(1, idx, eff).t().contiguous()
+            elif groups > 1:
                 # each output channel reads its group's inputs: a dense (out, in) block with zeros
                 # elsewhere, the kernel summed at p ((sum_k |w|^p)^(1/p) gives the same M and zeros)
                 ipg, opg = W.shape[1], n_out // groups
@@ -842,31 +1090,99 @@ class _Model:
                 idx = (torch.arange(n_out, device=W.device) // opg)[:, None] * ipg + torch.arange(ipg, device=W.device)
                 dense.scatter_(1, idx, eff)
                 W = dense
-            A = _as_array(W, where)
-            if layer.flat:
-                segs = [(gid, n, per) for gid, n, per in layer.src.segs]
+            # (n_out, channels, 1): a kernel's or a flattened channel's positions reduced to their
+            # p-norm, (sum_k |w|^p)^(1/p), which gives the solver the same M (and the same zeros)
+            # without the full-size temporary it would form per block (784 MiB for VGG-11's first
+            # classifier layer in float64); a 1 x 1 kernel or a linear layer: a view, no copy
+            if layer.flat and any(per > 1 for _, _, per, _ in layer.src.segs):
+                W2, col, ch = W.reshape(n_out, -1), 0, 0
+                R = torch.empty(n_out, sum(n for _, n, _, _ in layer.src.segs), dtype=W.dtype, device=W.device)
+                for _, n, per, _ in layer.src.segs:
+                    R[:, ch:ch + n] = _pnorms(W2[:, col:col + n * per].unflatten(1, (n, per)), p)
+                    col, ch = col + n * per, ch + n
+                A = _as_array(R, where)[:, :, None]
+            elif W.dim() > 2 and W[0, 0].numel() > 1:
+                A = _as_array(_pnorms(W.reshape(n_out, W.shape[1], -1), p), where)[:, :, None]
             else:
-                segs = [(gid, n, 1) for gid, n, _ in layer.src.segs]
-                A = A.reshape(n_out, A.shape[1], -1)
-            off, dst = 0, self.group_of[plan.root(layer.dst)]
-            for gid, n, per in segs:
-                blk = A[:, off:off + n * per]
-                blk = blk.reshape(n_out, n, per) if layer.flat else blk
-                g.add_block(self.group_of[plan.root(gid)], dst, blk, name=layer.name)
-                off += n * per
+                A = _as_array(W, where).reshape(n_out, W.shape[1], 1)
+            rd = plan.root(layer.dst)
+            for r, st, k, col, step, _ in self.runs(layer):
+                for a, b in pieces[r]:
+                    lo, hi = max(a, st), min(b, st + k)
+                    if lo >= hi:
+                        continue
+                    # (n_out, channels, 1): channel st + i at col + i*step
+                    blk = A[:, col + (lo - st) * step:col + (hi - st - 1) * step + 1:step]
+                    for c, d in pieces[rd]:
+                        g.add_block(self.group_of[r, a], self.group_of[rd, c], blk[c:d], name=layer.name)
         return g
+
+    def runs(self, layer):
+        """The layer's input channels as runs ``(root, start, k, column, step, 1)``: channels
+        ``start .. start + k - 1`` of a group at input channels ``column + i * step`` (a flattened
+        input counted in channels, not columns). One-channel segments of one group at evenly spaced
+        places (a channel shuffle's output) join into one strided run."""
+        plan, runs, col = self.plan, [], 0
+        for g, n, _, st in layer.src.segs:
+            r = plan.root(g)
+            found = None
+            if n == 1:        # join a run of this group whose next channel is this one, evenly spaced
+                for run in reversed(runs):
+                    if run[0] == r and run[1] + run[2] == st and (run[2] == 1 or col - run[3] == run[2] * run[4]) \
+                            and col > run[3] + (run[2] - 1) * run[4]:
+                        found = run
+                        break
+            if found is not None:
+                if found[2] == 1:
+                    found[4] = col - found[3]
+                found[2] += 1
+            else:
+                runs.append([r, st, n, col, 1, 1])
+            col += n
+        return [tuple(run) for run in runs]
+
+    def pieces(self):
+        """Per group root, its channels cut into pieces ``(a, b)`` that every layer reads whole (a
+        selection or permutation of channels reads part of a group); each piece is a group of the
+        gauge graph."""
+        plan = self.plan
+        cuts = {r: {0, plan.size[r]} for r in self.order}
+        for layer in plan.layers:
+            for r, st, k, *_ in self.runs(layer):
+                cuts[r] |= {st, st + k}
+        return {r: list(zip(sorted(c)[:-1], sorted(c)[1:])) for r, c in cuts.items()}
 
     def layer_factors(self, factors):
         """Per layer: (row factors per output unit, column factors per input column), as 1-d tensors."""
-        plan, out = self.plan, []
+        plan, out, full = self.plan, [], {}
+        pieces = self.pieces()
+
+        def of(g, like, where):           # the factors of all channels of g's root, in order
+            r = plan.root(g)
+            if r not in full:             # (a group that no layer reads or writes is not in the graph: 1)
+                full[r] = torch.ones(plan.size[r], dtype=like.dtype, device=like.device) if r not in pieces else \
+                    torch.cat([_as_tensor(factors[self.group_of[r, a]], like, where) for a, _ in pieces[r]])
+            return full[r]
+
+        def cols(val, flat, like, where):  # per column of a value: its channel's factor
+            return torch.cat([of(g, like, where)[st:st + n].repeat_interleave(per) if flat else
+                              of(g, like, where)[st:st + n] for g, n, per, st in val.segs])
         for layer in self.plan.layers:
             W, where = self._weight(layer), f"parameter '{layer.name}.weight'"
-            row = _as_tensor(factors[self.group_of[plan.root(layer.dst)]], W, where)
-            col = torch.cat([_as_tensor(factors[self.group_of[plan.root(g)]], W, where).repeat_interleave(per)
-                             if layer.flat else _as_tensor(factors[self.group_of[plan.root(g)]], W, where)
-                             for g, _, per in layer.src.segs])
-            out.append((row, col))
-        return out
+            out.append((of(layer.dst, W, where), cols(layer.src, layer.flat, W, where)))
+        shifts = [cols(x, x.kind == "flat", bn.running_mean, f"buffer '{name}.running_mean'")
+                  for name, bn, x in plan.shifts]
+        return out, shifts
+
+
+def _pnorms(W3, p):
+    """``(sum_k |W3[:, :, k]|^p)^(1/p)``, shape (n_out, n), in W3's dtype, formed in float64 a few
+    rows at a time (no overflow of |w|^p, and no full-size temporary)."""
+    out = torch.empty(W3.shape[:2], dtype=W3.dtype, device=W3.device)
+    rows = max(1, _Journal.CHUNK // max(1, W3[0].numel()))
+    for i in range(0, W3.shape[0], rows):
+        out[i:i + rows] = torch.linalg.vector_norm(W3[i:i + rows], ord=p, dim=-1, dtype=torch.float64)
+    return out
 
 
 def _finite(t):
@@ -877,10 +1193,11 @@ def _finite(t):
     return bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))
 
 
-def _check_params(model):
-    """One dtype (float32 or float64) and one device for all parameters, before anything runs."""
+def _one_dtype_and_device(named):
+    """``(name, tensor)`` pairs of one dtype (float32 or float64) on one device whose array
+    namespace imports: that device (None for no tensors), else a GaugeError naming them."""
     first = t0 = None
-    for name, t in model.named_parameters():
+    for name, t in named:
         if t.dtype not in (torch.float32, torch.float64):
             raise GaugeError(f"parameter {name!r}: dtype {t.dtype} is not supported; the gauge is "
                              "solved in float32 or float64 (NumPy has no bfloat16, and float16's range "
@@ -894,6 +1211,12 @@ def _check_params(model):
         elif t.device != t0.device:
             raise GaugeError(f"parameters {first!r} (on {t0.device}) and {name!r} (on {t.device}) lie on "
                              "different devices; move the model to one with .to(device)")
+    return None if t0 is None else t0.device
+
+
+def _check_params(model):
+    """One dtype (float32 or float64) and one device for all parameters, before anything runs."""
+    _one_dtype_and_device(model.named_parameters())
 
 
 def _bn_scale(bn):
@@ -904,14 +1227,106 @@ _GRAD_LIKE = {"momentum_buffer", "exp_avg"}          # scale like the gradient: 
 _SQUARED = {"exp_avg_sq", "max_exp_avg_sq", "sum", "square_avg"}   # like the gradient squared
 
 
-def _scale_(param, muls, optimizer, name, divs=()):
+_INT = {torch.float64: torch.int64, torch.float32: torch.int32}
+
+
+class _Journal:
+    """In-place rescalings ``t *= m / d`` that :meth:`undo` reverses bit for bit, without a copy:
+    each chunk of ``t`` is rescaled, the inverse rescaling of the result is computed, and the
+    difference of its bit pattern from the original's (as integers: almost always 0, else a unit
+    or two in the last place) is kept -- sparse (the positions and int8 values of the few nonzero
+    differences), or as int8 per entry where many differ, or the chunk itself where a difference
+    does not fit int8 (an overflow, an underflow, a factor 0). Undo applies the same inverse (the
+    same correctly rounded operations, so the same bits) and adds the differences back. The
+    temporaries are a chunk's, in three buffers allocated once (fresh temporaries per chunk
+    fragment the C heap: +100 MiB of freed but resident memory on ResNet-50)."""
+    CHUNK = 1 << 18                   # entries per chunk: 2 MiB of float64
+
+    def __init__(self):
+        self.entries = []
+        self._ws = {}
+
+    def _buffers(self, t, n):
+        """Three flat work buffers of at least ``n`` entries: two of ``t``'s dtype, one integer."""
+        key = (t.dtype, t.device)
+        if key not in self._ws or self._ws[key][0].numel() < n:
+            n = max(n, self.CHUNK)
+            self._ws[key] = (torch.empty(n, dtype=t.dtype, device=t.device),
+                             torch.empty(n, dtype=t.dtype, device=t.device),
+                             torch.empty(n, dtype=_INT[t.dtype], device=t.device))
+        return self._ws[key]
+
+    @staticmethod
+    def _rows(fs, t, i, k):
+        return [f[i:i + k] if f.dim() == t.dim() and f.dim() and f.shape[0] == t.shape[0] > 1 else f for f in fs]
+
+    @staticmethod
+    def _inverse_(c, muls, divs):
+        for d in reversed(divs):
+            c.mul_(d)
+        for m in reversed(muls):
+            c.div_(m)
+
+    def scale_(self, t, muls=(), divs=()):
+        muls, divs = list(muls), list(divs)
+        if not muls and not divs:
+            return
+        n0 = t.shape[0] if t.dim() else 1
+        k = max(1, self.CHUNK // max(1, t.numel() // n0 if n0 else 1))
+        itype, rec = _INT[t.dtype], []
+        for i in range(0, n0, k):
+            c = t[i:i + k] if t.dim() else t
+            ms, ds = self._rows(muls, t, i, k), self._rows(divs, t, i, k)
+            wa, wb, wi = self._buffers(t, c.numel())
+            orig, back, diff = (w[:c.numel()].view(c.shape) for w in (wa, wb, wi))
+            orig.copy_(c)
+            for m in ms:
+                c.mul_(m)
+            for d in ds:
+                c.div_(d)
+            back.copy_(c)
+            self._inverse_(back, ms, ds)
+            torch.sub(orig.view(itype), back.view(itype), out=diff)
+            lo, hi = (int(v) for v in torch.aminmax(diff)) if diff.numel() else (0, 0)
+            if not (-128 <= lo and hi <= 127):
+                rec.append(orig.clone())                         # the chunk itself
+                continue
+            nz = torch.nonzero(diff.reshape(-1)).view(-1)
+            if not nz.numel():
+                rec.append(None)                                 # the inverse gives the same bits
+            elif nz.numel() * 16 < diff.numel():
+                rec.append((nz, diff.reshape(-1)[nz].to(torch.int8)))
+            else:
+                rec.append(diff.to(torch.int8))
+        self.entries.append((t, muls, divs, k, rec))
+
+    @torch.no_grad()
+    def undo(self):
+        for t, muls, divs, k, rec in reversed(self.entries):
+            itype = _INT[t.dtype]
+            for j, i in enumerate(range(0, t.shape[0] if t.dim() else 1, k)):
+                c, r = (t[i:i + k] if t.dim() else t), rec[j]
+                if torch.is_tensor(r) and r.dtype != torch.int8:
+                    c.copy_(r)
+                    continue
+                self._inverse_(c, self._rows(muls, t, i, k), self._rows(divs, t, i, k))
+                if isinstance(r, tuple):
+                    c.view(itype).index_put_(torch.unravel_index(r[0], c.shape), r[1].to(itype), accumulate=True)
+                elif r is not None:
+                    c.view(itype).add_(r.to(itype))
+        self.entries = []
+
+
+_GRAD_LIKE = {"momentum_buffer", "exp_avg"}          # scale like the gradient: 1 / (a_i / a_j)
+_SQUARED = {"exp_avg_sq", "max_exp_avg_sq", "sum", "square_avg"}   # like the gradient squared
+
+
+def _scale_(param, muls, optimizer, name, divs=(), journal=None):
     """``param *= m`` for each ``m`` in ``muls`` and ``/= d`` for each in ``divs``, in place (each
     broadcasts, so no full-size factor is formed), and its optimizer state like the gradient
-    (the inverse) or its square (the inverse squared)."""
-    for m in muls:
-        param.mul_(m)
-    for d in divs:
-        param.div_(d)
+    (the inverse) or its square (the inverse squared); recorded in ``journal`` (undoable exactly)."""
+    journal = journal if journal is not None else _Journal()
+    journal.scale_(param.data, muls, divs)
     if optimizer is None:
         return
     for key, st in optimizer.state.get(param, {}).items():
@@ -924,17 +1339,18 @@ def _scale_(param, muls, optimizer, name, divs=()):
         else:
             raise GaugeError(f"optimizer state {key!r} of parameter {name!r}: gaugelit does not know how it "
                              "transforms under a rescaling")
-        for m in muls:
-            st.div_(m if power == 1 else m * m)
-        for d in divs:
-            st.mul_(d if power == 1 else d * d)
+        journal.scale_(st, [d if power == 1 else d * d for d in divs], [m if power == 1 else m * m for m in muls])
 
 
 @torch.no_grad()
-def _apply(tm: _Model, factors, optimizer=None):
-    for layer, (row, col) in zip(tm.plan.layers, tm.layer_factors(factors)):
-        if layer.frozen:
-            continue
+def _apply(tm: _Model, factors, optimizer=None, journal=None):
+    per_layer, shifts = tm.layer_factors(factors)
+    for (name, bn, _), a in zip(tm.plan.shifts, shifts):
+        # an eval batch norm between rescaled channels: mean and beta carry its input's factors
+        _scale_(bn.running_mean, [a], None, f"{name}.running_mean", journal=journal)
+        if bn.affine:
+            _scale_(bn.bias, [a], optimizer, f"{name}.bias", journal=journal)
+    for layer, (row, col) in zip(tm.plan.layers, per_layer):
         mod = layer.module
         W = mod.weight if _weight_norm_of(mod) is None else _weight_norm_of(mod)[1]
         d = W.dim()
@@ -942,7 +1358,14 @@ def _apply(tm: _Model, factors, optimizer=None):
         # batch norm takes the rows; a grouped convolution's column j of output o is input o//opg*ipg+j
         r = None if layer.bn is not None else row
         groups = getattr(mod, "groups", 1)
-        if layer.transposed:
+        if layer.transposed and groups > 1:
+            # weight (in, out / groups, ...): entry (i, j) feeds output (i // ipg) * opg + j
+            n_in, opg = W.shape[0], W.shape[1]
+            idx = (torch.arange(n_in, device=W.device) // (n_in // groups))[:, None] * opg + \
+                torch.arange(opg, device=W.device)
+            muls = [] if r is None else [r[idx].view(n_in, opg, *(1,) * (d - 2))]
+            divs = [col.view((-1,) + (1,) * (d - 1))]
+        elif layer.transposed:
             muls = [] if r is None else [r.view((1, -1) + (1,) * (d - 2))]
             divs = [col.view((-1,) + (1,) * (d - 1))]
         elif groups > 1:
@@ -956,21 +1379,21 @@ def _apply(tm: _Model, factors, optimizer=None):
             divs = [col.view((1, -1) + (1,) * (d - 2))]
         wn = _weight_norm_of(mod)
         if wn is None:
-            _scale_(W, muls, optimizer, f"{layer.name}.weight", divs)
+            _scale_(W, muls, optimizer, f"{layer.name}.weight", divs, journal)
         else:
             # W = g v / ||v|| (norms over each output unit's row): v takes the column factors only,
             # v' = v / c, and g the row factor times ||v'|| / ||v||, so g' v' / ||v'|| = r g v / (c ||v||)
             g, v, _ = wn
             dims = tuple(range(1, v.dim()))
             n0 = v.norm(dim=dims, keepdim=True)
-            _scale_(v, [], optimizer, f"{layer.name}.weight_v", divs)
+            _scale_(v, [], optimizer, f"{layer.name}.weight_v", divs, journal)
             gfac = v.norm(dim=dims, keepdim=True) / n0 * (1 if r is None else r.view(n0.shape))
-            _scale_(g, [gfac.view(g.shape)], optimizer, f"{layer.name}.weight_g")
+            _scale_(g, [gfac.view(g.shape)], optimizer, f"{layer.name}.weight_g", journal=journal)
         if layer.bn is not None:
-            _scale_(layer.bn.weight, [row], optimizer, f"{layer.bn_name}.weight")
-            _scale_(layer.bn.bias, [row], optimizer, f"{layer.bn_name}.bias")
+            _scale_(layer.bn.weight, [row], optimizer, f"{layer.bn_name}.weight", journal=journal)
+            _scale_(layer.bn.bias, [row], optimizer, f"{layer.bn_name}.bias", journal=journal)
         elif mod.bias is not None:
-            _scale_(mod.bias, [row], optimizer, f"{layer.name}.bias")
+            _scale_(mod.bias, [row], optimizer, f"{layer.name}.bias", journal=journal)
 
 
 def _max_rel_change(a, b):
@@ -1114,41 +1537,34 @@ def _minnorm(model, p, q, method, delta, gamma_tol, max_iter, example_input, che
     tm = traced or _Model(model, example_input)
     device = tm.device()
     tm.check_finite(where)
-    with _on_device(device):                  # the solver's arrays on the parameters' device
-        graph = tm.graph(p)
-        res = minnorm_graph(graph, p, q, method=method, delta=delta, gamma_tol=gamma_tol, max_iter=max_iter)
     x = example_input if example_input is not None else tm.input
-    before = None
-    if check:
-        before = _forward(model, x, device)
-    saved = [(name, t.detach().clone()) for name, t in tm.rescaled()]
-    opt_saved = None
-    if optimizer is not None:
-        opt_saved = {id(t): {k: v.clone() for k, v in optimizer.state.get(t, {}).items() if torch.is_tensor(v)}
-                     for _, t in tm.rescaled()}
-
-    def restore():
-        with torch.no_grad():
-            for (_, t), (_, t0) in zip(tm.rescaled(), saved):
-                t.copy_(t0)
-            if opt_saved is not None:
-                for _, t in tm.rescaled():
-                    for k, v in opt_saved[id(t)].items():
-                        optimizer.state[t][k].copy_(v)
-    _apply(tm, res.factors, optimizer)
-    for name, t in tm.rescaled():
-        if not _finite(t):
-            restore()
-            raise GaugeError(f"{where}parameter {name!r} is not finite after rescaling (the factors overflow "
-                             f"{t.dtype}); its weights were restored")
-    if check:
-        after = _forward(model, x, device)
-        err, tol = _max_rel_change(before, after), _tolerance(saved[0][1].dtype)
-        if not err <= tol:
-            restore()
-            raise GaugeError(f"{where}the rescaled model's output differs by {err:.3g} (relative) > {tol:g}; "
-                             "its weights were restored")
-        res.output_change = err
+    before = _forward(model, x, device) if check else None
+    # Every in-place change goes through one journal, undone bit for bit on any failure: no copy of
+    # the weights is kept. A batch-normed layer's weights hold s W (folded in place) while the
+    # solver reads them, so its block is a view as every other one; they are unfolded before the
+    # factors are applied.
+    journal = _Journal()
+    try:
+        folded = tm.fold_in_place(journal)
+        with _on_device(device):                  # the solver's arrays on the parameters' device
+            graph = tm.graph(p, folded)
+            res = minnorm_graph(graph, p, q, method=method, delta=delta, gamma_tol=gamma_tol, max_iter=max_iter)
+        journal.undo()
+        _apply(tm, res.factors, optimizer, journal)
+        for name, t in tm.rescaled():
+            if not _finite(t):
+                raise GaugeError(f"{where}parameter {name!r} is not finite after rescaling (the factors overflow "
+                                 f"{t.dtype}); its weights were restored")
+        if check:
+            after = _forward(model, x, device)
+            err, tol = _max_rel_change(before, after), _tolerance(tm.rescaled()[0][1].dtype)
+            if not err <= tol:
+                raise GaugeError(f"{where}the rescaled model's output differs by {err:.3g} (relative) > {tol:g}; "
+                                 "its weights were restored")
+            res.output_change = err
+    except BaseException:
+        journal.undo()
+        raise
     res.net = model
     return res
 

@@ -188,10 +188,10 @@ def test_changed_function_restores_weights(monkeypatch):
     before = _weights(m)
     real = gt._apply
 
-    def corrupt(tm, factors, optimizer=None):
-        real(tm, factors, optimizer)
+    def corrupt(tm, factors, optimizer=None, journal=None):    # a wrong rescaling (through the journal)
+        real(tm, factors, optimizer, journal)
         with torch.no_grad():
-            m[2].weight.mul_(2)
+            gt._scale_(m[2].weight, [torch.tensor(2.0, dtype=torch.float64)], None, "2.weight", journal=journal)
     monkeypatch.setattr(gt, "_apply", corrupt)
     with pytest.raises(GaugeError, match="weights were restored"):
         minnorm_(m, example_input=torch.randn(2, 6, dtype=torch.float64))
@@ -281,8 +281,8 @@ def _ptrs(model):
 
 def test_solver_reads_views_and_rescales_in_place():
     """The CPU half of the one code path (the CUDA half: tests/test_torch_cuda.py): np.from_dlpack
-    views share the parameters' memory, the graph's blocks are those views, and minnorm_ writes
-    into the parameters' own storage."""
+    views share the parameters' memory, the graph's blocks are those views (a kernel's: their
+    p-norms over it), and minnorm_ writes into the parameters' own storage."""
     import gaugelit.torch as gt
     m = CNN().double()
     W = m.c2.weight
@@ -294,8 +294,14 @@ def test_solver_reads_views_and_rescales_in_place():
     r = minnorm_(m, 2.0, gamma_tol=1e-10, example_input=x)
     assert _ptrs(m) == ptrs                                       # no parameter was replaced
     params = dict(m.named_parameters())
-    for b in r.graph.blocks:                                      # the graph read the live weights
-        assert np.shares_memory(b.weight, params[f"{b.name}.weight"].detach().numpy())
+    for b in r.graph.blocks:
+        W = params[f"{b.name}.weight"]
+        if W.dim() == 2 and b.weight.shape[1] == W.shape[1]:      # a linear layer: the live weights
+            assert np.shares_memory(b.weight, W.detach().numpy())
+        else:   # a kernel (or a flattened channel's positions): its p-norms, no full-size temporary
+            W0 = before[f"{b.name}.weight"]
+            W0 = W0.reshape(W0.shape[0], b.weight.shape[1], -1)
+            np.testing.assert_allclose(b.weight[:, :, 0], torch.linalg.vector_norm(W0, dim=-1).numpy(), rtol=1e-15)
     assert all(type(a) is np.ndarray and a.dtype == np.float64 for a in r.factors)
     # and the parameters hold exactly W a_out / a_in with the factors the solver returned
     g = {grp.name: a for grp, a in zip(r.graph.groups, r.factors)}
@@ -396,3 +402,77 @@ def test_function_check_runs_without_tf32_and_restores_the_flags():
         assert cudnn.allow_tf32 and matmul.allow_tf32
     finally:
         cudnn.allow_tf32, matmul.allow_tf32 = saved
+
+
+def test_journal_undoes_in_place_rescalings_bit_for_bit():
+    """No copy of the weights is kept: the journal's undo gives back every bit, also where the
+    inverse rescaling does not (a factor 0, an overflow, many last-place differences), for strided
+    tensors and both dtypes."""
+    import gaugelit.torch as gt
+    g = torch.Generator().manual_seed(3)
+    for dtype in (torch.float64, torch.float32):
+        W = torch.randn(300, 7, 3, 3, generator=g, dtype=dtype) * 10 ** torch.randint(-30, 30, (300, 1, 1, 1),
+                                                                                    generator=g).to(dtype)
+        T = torch.randn(40, 900, generator=g, dtype=dtype).t()           # not contiguous
+        b = torch.randn(300, generator=g, dtype=dtype)
+        W0, T0, b0 = W.clone(), T.clone(), b.clone()
+        r = torch.rand(300, generator=g, dtype=dtype) * 3
+        r[5] = 0.0                                                       # rows zeroed: not invertible
+        c = torch.rand(7, generator=g, dtype=dtype) + 0.5
+        j = gt._Journal()
+        j.CHUNK = 1000                                                   # many chunks
+        j.scale_(W, [r.view(-1, 1, 1, 1)], [c.view(1, -1, 1, 1)])
+        j.scale_(T, [torch.full((900, 1), 1e300 if dtype == torch.float64 else 1e30, dtype=dtype)])  # overflow
+        j.scale_(b, [r], [torch.tensor(3.0, dtype=dtype)])
+        j.scale_(W, [c.view(1, -1, 1, 1)])                               # twice: undone in reverse order
+        assert not torch.equal(W, W0)
+        j.undo()
+        for x, x0 in ((W, W0), (T, T0), (b, b0)):
+            assert torch.equal(x.view(gt._INT[dtype]), x0.view(gt._INT[dtype]))
+    for t in (torch.zeros(0, 3, dtype=torch.float64), torch.tensor(2.5, dtype=torch.float64)):   # empty, 0-d
+        t0 = t.clone()
+        j = gt._Journal()
+        j.scale_(t, [torch.tensor(3.0, dtype=torch.float64)])
+        j.undo()
+        assert torch.equal(t, t0)
+
+
+def test_batchnormed_model_is_restored_bit_for_bit_when_the_solve_or_the_check_fails(monkeypatch):
+    import gaugelit.torch as gt
+
+    class BN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.bn1, self.c2, self.bn2 = nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 5, 3), \
+                nn.BatchNorm2d(5)
+            self.fc = nn.Linear(5, 3)
+
+        def forward(self, x):
+            h = self.bn2(torch.relu(self.c2(torch.relu(self.bn1(self.c1(x))))))    # bn2 after a ReLU
+            return self.fc(h.mean((2, 3)))
+    torch.manual_seed(4)
+    m = BN().double()
+    m(torch.randn(8, 2, 8, 8, dtype=torch.float64))
+    m.eval()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+
+    def same():
+        for k, v in m.state_dict().items():
+            assert torch.equal(v, before[k]), k
+
+    def boom(*a, **k):
+        raise RuntimeError("solver failed")
+    with monkeypatch.context() as mp:                 # fails while c1's weights hold s W (folded in place)
+        mp.setattr(gt, "minnorm_graph", boom)
+        with pytest.raises(RuntimeError, match="solver failed"):
+            minnorm_(m)
+    same()
+    real = gt._apply
+
+    def corrupt(tm, factors, optimizer=None, journal=None):
+        real(tm, factors, optimizer, journal)
+        gt._scale_(m.bn2.running_mean, [torch.tensor(2.0, dtype=torch.float64)], None, "bn2", journal=journal)
+    monkeypatch.setattr(gt, "_apply", corrupt)
+    with pytest.raises(GaugeError, match="weights were restored"):
+        minnorm_(m)
+    same()

@@ -152,7 +152,8 @@ def test_grouped_depthwise_prelu_pad_mean_transpose_are_free_and_exact():
     m = Net().double()
     with torch.no_grad():
         m.act.weight.uniform_(-0.5, 0.5)                # per-channel learnable slopes: still degree one
-    with pytest.raises(UnsupportedOp, match="getitem"):  # a slice of channels is not supported
+    # the slice [:, :3] selects channels (followed); 0 * h is refused (a factor 0 is no rescaling)
+    with pytest.raises(UnsupportedOp, match=r"node 'mul'.*function 'mul'"):
         gauge_graph(m)
 
     class Net2(Net):
@@ -166,6 +167,134 @@ def test_grouped_depthwise_prelu_pad_mean_transpose_are_free_and_exact():
     r = _exact(m, _x(3, 2, 11, 11))
     free = {g.name for g in r.graph.groups if g.free}
     assert free == {"c1", "g", "dw", "up"}, free
+
+
+def _shuffle(x, g):
+    n, c, h, w = x.size()
+    return x.view(n, g, c // g, h, w).transpose(1, 2).contiguous().view(n, c, h, w)
+
+
+class Shuffle(nn.Module):
+    """Two convolutions concatenated, a channel shuffle of ``g`` groups, a chunk, and a slice: each
+    later layer reads a permutation or a selection of the earlier layers' channels."""
+    def __init__(self, g=3, shuffle=_shuffle):
+        super().__init__()
+        self.g, self.shuffle = g, shuffle
+        self.a, self.b = nn.Conv2d(2, 4, 3, padding=1), nn.Conv2d(2, 5, 3, padding=1)
+        self.c, self.d = nn.Conv2d(6, 4, 1), nn.Conv2d(2, 3, 3)
+        self.fc = nn.Linear(4 + 3 + 3, 2)
+
+    def forward(self, x):
+        h = torch.cat([torch.relu(self.a(x)), torch.relu(self.b(x))], 1)        # 9 channels
+        h = self.shuffle(h, self.g)
+        u, v = h.chunk(2, dim=1)                                              # 5 + 4 channels
+        u = torch.relu(self.c(torch.cat([u, v[:, 3:]], 1)))
+        w = torch.relu(self.d(v[:, ::2]))
+        return self.fc(torch.cat([u.mean((2, 3)), w.mean((2, 3)), h[:, 6:].sum((2, 3))], 1))
+
+
+def test_channel_shuffle_chunk_and_slices_are_permutations_and_selections():
+    torch.manual_seed(12)
+    m = Shuffle(g=3).double()
+    r = _exact(m, _x(3, 2, 9, 7), example_input=_x(2, 2, 8, 8, seed=12))
+    # the shuffle's permutation is computed from the shapes: channel 3i + j <- 3j + i of a 9-channel cat
+    # (a: 0..3, b: 4..8), so the pieces of a and b that the later layers read are cut where they differ
+    names = {g.name for g in r.graph.groups}
+    assert {"a", "b", "c", "input x", "fc"} <= {n.split(" [")[0] for n in names}
+    assert any(n.startswith("b [") for n in names)
+    assert {g.name.split(" [")[0] for g in r.graph.groups if g.free} == {"a", "b", "c", "d"}
+    _exact(Shuffle(g=2 + 1).double(), _x(2, 2, 6, 6))      # the default call's own input
+    # a "shuffle" that is not one: its permutation would mix channels with the spatial axes
+    for bad, match in [
+            (lambda x, g: x.view(x.size(0), g, x.size(1) // g * x.size(2), x.size(3)).view(x.shape),
+             r"node 'view'.*mixes channels with the batch or spatial axes"),
+            (lambda x, g: x.view(x.size(0), g, x.size(1) // g, x.size(2), x.size(3)).transpose(1, 3)
+             .reshape(x.shape), r"node 'transpose'.*transposes axes 1 and 3 of a split tensor"),
+            (lambda x, g: x.view(x.size(0), g, x.size(1) // g, x.size(2), x.size(3)).transpose(1, 2)
+             .reshape(x.size(0), x.size(1) // g, g * x.size(2), x.size(3)).reshape(x.shape),
+             r"node 'reshape'.*mixes channels"),
+            (lambda x, g: x.view(2, g, 9 // g, 8, 8).transpose(1, 2).reshape(2, 9, 8, 8),
+             r"node 'view'.*reads their sizes as constants"),
+            (lambda x, g: torch.sigmoid(x.view(x.size(0), g, x.size(1) // g, x.size(2), x.size(3))).view(x.shape),
+             r"node 'sigmoid'.*a tensor whose channel axis a view split")]:
+        _refused(Shuffle(3, bad).double(), match, UnsupportedOp, example_input=_x(2, 2, 8, 8))
+
+
+def test_chunks_along_other_axes_and_index_tensors_are_refused():
+    class C(nn.Module):
+        def __init__(self, how):
+            super().__init__()
+            self.how, self.a, self.b = how, nn.Conv2d(1, 4, 3), nn.Conv2d(2, 2, 3)
+
+        def forward(self, x):
+            return self.b(self.how(torch.relu(self.a(x))))
+    torch.manual_seed(13)
+    for how, match in [(lambda h: h.chunk(2, dim=2)[0][:, :2], r"node 'chunk'.*along dim 2"),
+                       (lambda h: h[:, [0, 2]], r"node 'getitem'.*indexes a spatial tensor"),
+                       (lambda h: h[:, 1], r"node 'getitem'.*indexes"),
+                       (lambda h: torch.cat(h.chunk(2, 1), 1)[:, :2], r"node 'cat'.*parts of a chunk")]:
+        _refused(C(how).double(), match, UnsupportedOp, example_input=_x(2, 1, 8, 8))
+    _exact(C(lambda h: torch.split(h, [1, 2, 1], dim=1)[1]).double(), _x(3, 1, 9, 9), example_input=_x(2, 1, 8, 8))
+
+
+def test_grouped_conv_transpose_is_exact():
+    class Up(nn.Module):
+        def __init__(self, bn):
+            super().__init__()
+            self.c = nn.Conv2d(2, 6, 3)
+            self.up = nn.ConvTranspose2d(6, 4, 2, stride=2, groups=2)
+            self.bn = nn.BatchNorm2d(4) if bn else nn.Identity()
+            self.up2 = nn.ConvTranspose2d(4, 6, 3, groups=2, bias=False)
+            self.fc = nn.Linear(6, 2)
+
+        def forward(self, x):
+            h = F.relu(self.bn(self.up(F.relu(self.c(x)))))
+            return self.fc(F.relu(self.up2(h)).mean((2, 3)))
+    for bn in (False, True):
+        torch.manual_seed(14)
+        m = Up(bn).double()
+        if bn:
+            m(_x(16, 2, 8, 8))
+            m.eval()
+        r = _exact(m, _x(3, 2, 9, 9), example_input=_x(2, 2, 8, 8))
+        assert {g.name for g in r.graph.groups if g.free} == {"c", "up", "up2"}
+
+
+def test_batchnorm_after_relu_pool_cat_and_flatten_passes_factors_through():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(2, 3, 3), nn.Conv2d(2, 4, 3)
+            self.bn_relu, self.bn_pool, self.bn_cat = nn.BatchNorm2d(3), nn.BatchNorm2d(4), nn.BatchNorm2d(7)
+            self.c = nn.Conv2d(7, 5, 1)
+            self.bn_shared = nn.BatchNorm2d(5, affine=False)
+            self.bn_flat = nn.BatchNorm1d(5 * 9)
+            self.fc = nn.Linear(5 * 9, 2)
+
+        def forward(self, x):
+            u = self.bn_relu(F.relu(self.a(x)))
+            v = self.bn_pool(F.max_pool2d(F.relu(self.b(x)), 1))
+            h = self.c(F.relu(self.bn_cat(torch.cat([u, v], 1))))
+            h = F.max_pool2d(F.relu(self.bn_shared(h)) + 0.5 * F.relu(h), 2)  # c is read by two ops
+            return self.fc(self.bn_flat(torch.flatten(h, 1)))
+    torch.manual_seed(15)
+    m = Net().double()
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                mod.running_mean.uniform_(-0.5, 0.5)
+                mod.running_var.uniform_(0.5, 2.0)
+                if mod.affine:
+                    mod.weight.uniform_(0.5, 2.0)
+                    mod.bias.uniform_(-0.5, 0.5)
+    m.eval()
+    mean0 = m.bn_cat.running_mean.clone()
+    r = _exact(m, _x(3, 2, 8, 8), example_input=_x(2, 2, 8, 8, seed=15))
+    assert {g.name for g in r.graph.groups if g.free} == {"a", "b", "c"}
+    assert not torch.equal(m.bn_cat.running_mean, mean0)          # the mean carries the factors
+    m.train()                                                     # batch statistics: inputs fixed
+    reasons = {n: why for n, _, why in gauge_graph(m, example_input=_x(2, 2, 8, 8)).fixed_units()}
+    assert reasons["a"].startswith("feeds BatchNorm2d 'bn_relu' in training mode")
 
 
 def test_refusals_say_why_in_words():
@@ -275,7 +404,7 @@ ZOO = [  # name, constructor arguments, input size of the independent check (not
     ("vgg11_bn", {}, 40),
     ("shufflenet_v2_x0_5", {}, 40),
 ]
-REFUSED = {"shufflenet_v2_x0_5": r"node 'view' \(call_method 'view'\)"}   # its channel shuffle permutes channels
+REFUSED = {}   # none: ShuffleNetV2's channel shuffle is a permutation of channels, its chunks selections
 
 
 @pytest.mark.parametrize("name,kw,size", ZOO, ids=[z[0] for z in ZOO])
@@ -337,3 +466,43 @@ def test_gaugefix_transforms_state_through_batchnorm_weightnorm_and_groups():
         for k, p in m.named_parameters():
             torch.testing.assert_close(p * opt.state[p]["momentum_buffer"], inv[k], rtol=1e-9, atol=1e-15, msg=k)
     assert {g.name for g in res.graph.groups if g.free} == {"c1", "g"}
+
+
+def test_selections_of_flattened_columns_are_refused_and_odd_batch_norms_are_safe():
+    class Flat(nn.Module):
+        def __init__(self, how):
+            super().__init__()
+            self.how, self.a, self.fc = how, nn.Conv2d(1, 4, 3), nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.fc(self.how(torch.flatten(torch.relu(self.a(x)), 1)))
+    torch.manual_seed(16)
+    # the flattened axis holds columns (channel-major), not channels: no selection of channels
+    _refused(Flat(lambda h: h[:, :8]).double(), r"node 'getitem'.*indexes a flat tensor", UnsupportedOp,
+             example_input=_x(2, 1, 6, 6))
+    _refused(Flat(lambda h: h.chunk(8, 1)[0]).double(), r"node 'chunk'.*of a flat tensor", UnsupportedOp,
+             example_input=_x(2, 1, 6, 6))
+
+    class Odd(nn.Module):
+        """a batch norm on a sigmoid's output (a group no layer writes) and on a cat with the input"""
+        def __init__(self):
+            super().__init__()
+            self.a, self.d = nn.Conv2d(2, 4, 3, padding=1), nn.Conv2d(4, 3, 1)
+            self.bn1, self.bn2, self.b = nn.BatchNorm2d(3), nn.BatchNorm2d(5), nn.Conv2d(3, 2, 1)
+
+        def forward(self, x):
+            k = torch.relu(self.d(torch.relu(self.a(x))))
+            return self.b(k), self.bn1(torch.sigmoid(k)), self.bn2(torch.cat([k, x], 1))
+    m = Odd().double()
+    m(_x(8, 2, 6, 6))
+    m.eval()
+    r = minnorm_(m, 2.0, example_input=_x(2, 2, 6, 6))             # the default check on
+    assert r.output_change < 1e-10 and {g.name for g in r.graph.groups if g.free} == {"a"}
+
+
+def test_a_shuffle_written_with_view_of_shape_is_followed():
+    def shuffle(x, g):
+        n, c, h, w = x.size()
+        return x.view(n, g, c // g, h, w).transpose(1, 2).reshape(x.shape)
+    torch.manual_seed(17)
+    _exact(Shuffle(3, shuffle).double(), _x(3, 2, 7, 9), example_input=_x(2, 2, 8, 8))
