@@ -573,6 +573,43 @@ def test_block_method_at_p1_with_dead_units_converges(seed):
     np.testing.assert_allclose(res.objective[-1], alg1.objective[-1], rtol=1e-12)
 
 
+@pytest.mark.parametrize("seed, dead", [(1757, [(2, 5)]), (1757, [(2, 0)]), (1229, [(2, 4)]), (1229, [(2, 5)])])
+@pytest.mark.parametrize("method", ["block", "multiplicative", "enorm-style"])
+def test_a_dead_units_zero_products_do_not_stall_an_extreme_gauge(seed, dead, method):
+    """Defect (issue 22, the extreme gauge 2e-5 off and seeds 1757 and 1229 that did not converge in
+    2,000 updates): layers up to 1e79 apart, unit spreads 1e20, p = 3, a unit with no outgoing
+    weight. The graph state combined a group's in-sums by log-sum-exp scaled to the largest
+    log-scale c_k of its parts; the dead unit's part (its products, all zero) had the largest c_k,
+    so the live part, exp(c - p t) * 1e-125, was multiplied by exp(-457) and fell to subnormals. The
+    exact minimiser of the next layer was then wrong by up to 0.06 in log: the block method cycled
+    with gamma stuck near 1e-3 and the objective 2.1e-5 above the minimum (seed 1757), 3e-6 (1229).
+    Each part is now scaled by its own largest entry; all three methods converge in the same
+    updates as on the moderate network."""
+    net = small_net(seed, dead=dead)
+    rng = np.random.default_rng(seed + 1)
+    u = [LN10 * (rng.uniform(-79, 79) + rng.uniform(-1, 1, n) * 79 / 4) for n in net.sizes[1:-1]]
+    u = [np.where(d, 0.0, v) for d, v in zip(gl.dead_units(net), u)]
+    extreme = in_logs(net, u, "float64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", gl.ConvergenceWarning)
+        ref = gl.minnorm(net, 3.0, method=method, gamma_tol=1e-9, max_iter=2000)
+        res = gl.minnorm(extreme, 3.0, method=method, gamma_tol=1e-9, max_iter=2000)
+    assert res.converged and res.gamma[-1] < 1e-9
+    assert res.iterations <= 2 * ref.iterations + 5
+    np.testing.assert_allclose(res.objective[-1], ref.objective[-1], rtol=1e-10)
+
+
+def test_log_sum_exp_of_parts_keeps_a_small_part_beside_an_empty_one():
+    """The unit behind the test above: ``exp(0) * [1e-125, 2e-125]`` beside ``exp(457) * [0, 0]``."""
+    from gaugelit.solvers._graph import _lse
+    C, y = _lse([(0.0, np.array([1e-125, 2e-125])), (457.0, np.zeros(2))])
+    np.testing.assert_allclose(C + np.log(y), np.log([1e-125, 2e-125]), rtol=1e-14)
+    C, y = _lse([(3.0, np.array([1.0, 0.0])), (-600.0, np.array([0.0, 1.0]))])
+    np.testing.assert_allclose(C + np.log(y), [3.0, -600.0], rtol=1e-14)
+    C, y = _lse([(5.0, np.zeros(2))])
+    assert not y.any()
+
+
 def test_a_layer_shift_beyond_float64_is_not_an_overflow_error():
     """Defect (found by the extreme-gauge property test with a dead unit, layers 1e79 apart, p = 3):
     the chain's shift formed exp(p c) with math.exp, which raised OverflowError out of minnorm; a

@@ -52,12 +52,28 @@ def _nan_max(a: float, b: float) -> float:
 
 
 def _lse(terms):
-    """log sum_k exp(c_k) y_k for scalars c_k and arrays y_k >= 0 (same shape): (scalar, array)."""
+    """log sum_k exp(c_k) y_k for scalars c_k and arrays y_k >= 0 (same shape): ``(C, y)``.
+
+    Each term is first scaled by its own largest entry, so ``C`` is the log of the largest part
+    that is there: scaled by the largest ``c_k`` alone, a part with a large ``c_k`` and small or zero
+    entries (a dead unit's constant products, ``exp(c_k) * 0``) pushed the others' entries below
+    the smallest float (issue 22: layers 1e79 apart, p = 3, the block method stalled at gamma 1e-3
+    with the objective 2e-5 above the minimum). An entry is then lost only where its sum is beyond
+    what a float holds relative to the group's largest, which no ``(C, y)`` form can hold."""
     if not terms:
         return 0.0, None
-    cmax = max(c for c, _ in terms)
-    total = None
+    parts = []
     for c, y in terms:
+        top = float(y.max()) if y.size else 0.0
+        if top > 0.0 and math.isfinite(top):
+            parts.append((c + math.log(top), y / y.dtype.type(top)))
+        elif not top == 0.0:                             # NaN or inf: let the caller see it
+            parts.append((c, y))
+    if not parts:                                        # every part zero
+        return max(c for c, _ in terms), terms[0][1] * 0
+    cmax = max(c for c, _ in parts)
+    total = None
+    for c, y in parts:
         y = y * math.exp(c - cmax)
         total = y if total is None else total + y
     return cmax, total
