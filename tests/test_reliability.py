@@ -624,3 +624,38 @@ def test_a_layer_shift_beyond_float64_is_not_an_overflow_error():
         res = gl.minnorm(extreme, 3.0, gamma_tol=1e-9, max_iter=2000)
         assert res.converged and res.gamma[-1] < 1e-9
         np.testing.assert_allclose(res.objective[-1], ref.objective[-1], rtol=1e-10)
+
+
+@pytest.mark.parametrize("p", [3.0, 4.0])
+@pytest.mark.parametrize("method", ["block", "multiplicative", "enorm-style"])
+def test_a_dead_units_lost_row_is_counted_in_the_objective(p, method):
+    """Defect (issue 22, found by the deliberate extreme-gauge search): a unit with no outgoing
+    weight keeps a = 1 while the live units of its layer sit 1e60-1e90 away, so its incoming
+    weights are ~1e-90 of their block's largest and |W/max|^p underflows to 0 at p = 3-4. Its row
+    is a constant part of F (it never moves), which the graph state's objective left out: minnorm
+    reported converged=True, gamma 4e-10 and an objective 10.5% below the minimum (the network it
+    returned was right). The objective of such a block is now summed from its entries' logs."""
+    net = gl.he_init((10, 20, 15, 10, 4), seed=8064, dtype="float64")
+    W = [w.copy() for w in net.weights]
+    W[1][:, 2] = 0                                   # hidden-1 unit 2: no outgoing weight
+    net = gl.LayeredNet(W, net.biases)
+    rng = np.random.default_rng(1)
+    scale = [10.0 ** (c + rng.uniform(-1, 1, n) * 15) for c, n in zip((75.0, -20.0, -72.0), net.sizes[1:-1])]
+    scale[0][2] = 1.0                                # dead units keep a = 1: the minimum is gauge-free
+    extreme = gl.rescale(net, scale)
+    assert all(np.abs(w[w != 0]).min() >= np.finfo(float).tiny for w in extreme.weights)
+    ref = gl.minnorm(net, p, gamma_tol=1e-12)
+    for solved in (extreme, gl.GaugeGraph.from_layered(extreme)):
+        res = gl.minnorm(solved, p, method=method, gamma_tol=1e-9, max_iter=3000)
+        assert res.converged and res.gamma[-1] < 1e-9
+        np.testing.assert_allclose(res.objective[-1], ref.objective[-1], rtol=1e-9)
+        true = math.exp(_log_norm(res.net.weights, p))
+        np.testing.assert_allclose(true, ref.objective[-1], rtol=1e-9)
+
+
+def _log_norm(weights, p):
+    """log sum |W|^p over every entry, in logs (no entry's |W|^p overflows or underflows)."""
+    with np.errstate(divide="ignore"):
+        logs = np.concatenate([p * np.log(np.abs(np.asarray(w, dtype=np.float64))).ravel() for w in weights])
+    logs = logs[np.isfinite(logs)]
+    return float(logs.max() + np.log(np.exp(logs - logs.max()).sum()))
