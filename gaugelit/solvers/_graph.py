@@ -9,9 +9,12 @@ never uses layers, so its update holds on any graph, also for such blocks.
 
 Scale safety: each block is normalised by its largest ``|W|`` and its log-scale ``c_b = p log max|W|``
 carried in float64; each free group's log-factors are ``u = t_g + v`` with the common part ``t_g`` in
-float64 and ``v`` in the weights' dtype. Every sum that mixes blocks is combined by log-sum-exp, so
-neither ``|W|^p`` nor ``exp(p u)`` is formed where it could overflow; the shift step only moves the
-``t_g`` and touches no array. :func:`prebalanced` makes a float64 copy for the extreme gauges in
+float64 and ``v`` in the weights' dtype. Every sum that mixes blocks is combined by log-sum-exp, each
+part scaled by its own largest entry (:func:`_lse`), so neither ``|W|^p`` nor ``exp(p u)`` is formed
+where it could overflow or underflow; the shift step only moves the ``t_g`` and touches no array.
+Entries of ``|W/max|^p`` below the smallest normal float are *lost* for the products (checked at the
+answer: :meth:`GraphState.lost_entries_matter`), never for the objective, which sums such a block from
+its entries' float64 logs. :func:`prebalanced` makes a float64 copy for the extreme gauges in
 which entries negligible at the start weigh at the answer.
 """
 from __future__ import annotations
