@@ -9,9 +9,12 @@ never uses layers, so its update holds on any graph, also for such blocks.
 
 Scale safety: each block is normalised by its largest ``|W|`` and its log-scale ``c_b = p log max|W|``
 carried in float64; each free group's log-factors are ``u = t_g + v`` with the common part ``t_g`` in
-float64 and ``v`` in the weights' dtype. Every sum that mixes blocks is combined by log-sum-exp, so
-neither ``|W|^p`` nor ``exp(p u)`` is formed where it could overflow; the shift step only moves the
-``t_g`` and touches no array. :func:`prebalanced` makes a float64 copy for the extreme gauges in
+float64 and ``v`` in the weights' dtype. Every sum that mixes blocks is combined by log-sum-exp, each
+part scaled by its own largest entry (:func:`_lse`), so neither ``|W|^p`` nor ``exp(p u)`` is formed
+where it could overflow or underflow; the shift step only moves the ``t_g`` and touches no array.
+Entries of ``|W/max|^p`` below the smallest normal float are *lost* for the products (checked at the
+answer: :meth:`GraphState.lost_entries_matter`), never for the objective, which sums such a block from
+its entries' float64 logs. :func:`prebalanced` makes a float64 copy for the extreme gauges in
 which entries negligible at the start weigh at the answer.
 """
 from __future__ import annotations
@@ -52,12 +55,28 @@ def _nan_max(a: float, b: float) -> float:
 
 
 def _lse(terms):
-    """log sum_k exp(c_k) y_k for scalars c_k and arrays y_k >= 0 (same shape): (scalar, array)."""
+    """log sum_k exp(c_k) y_k for scalars c_k and arrays y_k >= 0 (same shape): ``(C, y)``.
+
+    Each term is first scaled by its own largest entry, so ``C`` is the log of the largest part
+    that is there: scaled by the largest ``c_k`` alone, a part with a large ``c_k`` and small or zero
+    entries (a dead unit's constant products, ``exp(c_k) * 0``) pushed the others' entries below
+    the smallest float (issue 22: layers 1e79 apart, p = 3, the block method stalled at gamma 1e-3
+    with the objective 2e-5 above the minimum). An entry is then lost only where its sum is beyond
+    what a float holds relative to the group's largest, which no ``(C, y)`` form can hold."""
     if not terms:
         return 0.0, None
-    cmax = max(c for c, _ in terms)
-    total = None
+    parts = []
     for c, y in terms:
+        top = float(y.max()) if y.size else 0.0
+        if top > 0.0 and math.isfinite(top):
+            parts.append((c + math.log(top), y / y.dtype.type(top)))
+        elif not top == 0.0:                             # NaN or inf: let the caller see it
+            parts.append((c, y))
+    if not parts:                                        # every part zero
+        return max(c for c, _ in terms), terms[0][1] * 0
+    cmax = max(c for c, _ in parts)
+    total = None
+    for c, y in parts:
         y = y * math.exp(c - cmax)
         total = y if total is None else total + y
     return cmax, total
@@ -107,6 +126,16 @@ class GraphState:
         tiny = float(np.finfo(dt).tiny)
         self.lost = [bool(float(m.min()) < tiny) and bool(((m < tiny) & (b.weight != 0).any(axis=2)).any())
                      for m, b in zip(self.M, graph.blocks)]
+        # their entries in float64 logs, for the objective: the products may neglect what is below
+        # eps of a live unit's sums (lost_entries_matter checks it), the objective may not -- a dead
+        # unit's row keeps a = 1 while its neighbours move, and its |W|^p, lost beside the block's
+        # largest at the start, is a constant part of F at the minimum (issue 22: 10.5% of it)
+        self.exact_logs = [None] * len(self.M)
+        with _quiet(xp):
+            for k, b in enumerate(graph.blocks):
+                if self.lost[k]:
+                    self.exact_logs[k] = p * (xp.log(xp.abs(b.weight.astype(np.float64))) +
+                                              (0.0 if offsets is None else offsets[k]))
         self.size = [float(m.size) for m in self.M]
         self.total = max(sum(self.size), 1.0)
         self.ins = [[] for _ in range(G)]
@@ -263,8 +292,19 @@ class GraphState:
                 out.append(math.nan)
         return out
 
+    def _exact_block_term(self, k, u):
+        """log of block k's sum of rescaled ``|W|^p`` from its entries' float64 logs (a lost block)."""
+        xp, p, b = self.xp, self.p, self.graph.blocks[k]
+        x = self.exact_logs[k] + p * (u[b.dst][:, None, None] - u[b.src][None, :, None])
+        top = float(x.max())
+        if not math.isfinite(top):            # -inf: an all-zero block; NaN or inf: the objective says so
+            return [] if top == -math.inf else [top]
+        return [top + math.log(float(xp.exp(x - top).sum()))]
+
     def objective(self) -> float:
-        logs = [x for k in range(len(self.M)) for x in self._block_terms(k)]
+        u = self.log_factors() if any(self.lost) else None
+        logs = [x for k in range(len(self.M))
+                for x in (self._block_terms(k) if self.exact_logs[k] is None else self._exact_block_term(k, u))]
         if not logs:
             return 0.0
         if any(math.isnan(x) for x in logs):

@@ -183,7 +183,8 @@ def _solve_graph(graph, p, step, method, delta, gamma_tol, max_iter, net, passes
     apart): ``iterations`` and the records are then the repeat's, ``passes`` the sum; if they still
     may, FloatingPointError."""
     xp = graph.xp
-    st, objective, gamma, it, converged = _iterate_graph(graph, p, step, delta, gamma_tol, max_iter)
+    st, objective, gamma, it, converged = _iterate_graph(graph, p, step, delta, gamma_tol, max_iter,
+                                                         watch_lost=True)
     passes, u = passes + st.passes, None
     if converged is None or (any(st.lost) and st.lost_entries_matter()):
         # values out of range, or weights negligible at the start that weigh at the answer
@@ -222,13 +223,33 @@ def _solve_graph(graph, p, step, method, delta, gamma_tol, max_iter, net, passes
                               graph=graph, fixed_units=graph.fixed_units())
 
 
-def _iterate_graph(graph: GaugeGraph, p, step, delta, gamma_tol, max_iter, offsets=None):
+#: With ``watch_lost``, how often (in updates) the loop asks whether lost entries weigh.
+LOST_CHECK_EVERY = 50
+
+
+def _iterate_graph(graph: GaugeGraph, p, step, delta, gamma_tol, max_iter, offsets=None, watch_lost=False):
     """The graph's state and its loop: ``(state, objective record, gamma record, updates, converged)``,
     with ``converged = None`` when a value turned non-finite or a live unit's sums underflowed at the
-    start; ``offsets``: log-scales the blocks were divided by (:func:`._graph.prebalanced`)."""
+    start; ``offsets``: log-scales the blocks were divided by (:func:`._graph.prebalanced`).
+
+    ``watch_lost``: also ``converged = None`` as soon as entries lost at the start weigh in a live
+    unit's sums (at the start, then every :data:`LOST_CHECK_EVERY` updates): the products then
+    belong to another F, on which the block method may cycle (gamma stuck near 3e-6 for all of
+    ``max_iter``, issue 22), and the prebalanced copy is what solves it."""
     st = GraphState(graph, p, offsets)
     if st.sums_lost:
         return st, [math.nan], [math.nan], 0, None
+    if watch_lost and any(st.lost):
+        with _quiet(st.xp):
+            if st.lost_entries_matter():
+                return st, [math.nan], [math.nan], 0, None
+        inner, count = step, [0]
+
+        def step(s):
+            count[0] += 1
+            if count[0] % LOST_CHECK_EVERY == 0 and s.lost_entries_matter():
+                return math.nan              # non-finite: the loop stops, the caller prebalances
+            return inner(s)
     with _quiet(st.xp):
         start = st.objective(), st.gamma()
     return (st,) + _iterate(lambda: step(st), lambda: (st.objective(), st.gamma()), start, xp=st.xp,

@@ -10,8 +10,12 @@ behave as device arrays where gaugelit could go wrong unseen without a GPU:
 - reductions return 0-d device arrays, never NumPy scalars (``float(x)``/``bool(x)`` are the syncs);
 - floating-point errors are never signalled (no RuntimeWarning, ``np.errstate`` has no effect);
 - ``cupy.random`` streams differ from NumPy's (Philox, not PCG64/MT19937);
-- only names this module lists exist (a subset of CuPy 14's namespace: an AttributeError where
-  gaugelit reaches for a name CuPy lacks, e.g. ``errstate``).
+- only names this module lists exist, each one CuPy 14 has: ``tests/cupy_standin/cupy14_names.txt``
+  holds the public names of ``cupy``, ``cupy.linalg``, ``cupy.random``, ``cupy.cuda`` and of the
+  classes it mimics, derived from CuPy v14.0.0's own source by ``derive_names.py``, and
+  ``tests/test_cupy_standin.py`` checks every name here against it. A name CuPy lacks (e.g.
+  ``errstate``) is an AttributeError saying so; a name CuPy has and the stand-in does not
+  implement is an AttributeError saying that instead.
 
 It checks none of what only a GPU shows: speed, memory, cuBLAS rounding, TF32 (see README).
 Written for these tests from CuPy's documented behaviour; no CuPy code is copied.
@@ -24,6 +28,35 @@ from numpy.lib.mixins import NDArrayOperatorsMixin as _Ops
 __version__ = "14.0.0-standin"
 
 _QUIET = dict(all="ignore")
+
+
+def _cupy14_names():
+    """The sections of ``cupy14_names.txt``: namespace -> frozenset of CuPy 14's public names."""
+    import os
+    sections, current = {}, None
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cupy14_names.txt")
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("["):
+                current = sections.setdefault(line[1:-1], set())
+            else:
+                current.add(line)
+    return {k: frozenset(v) for k, v in sections.items()}
+
+
+_CUPY14 = _cupy14_names()
+
+
+def _missing(namespace, name):
+    """The AttributeError for a name the stand-in does not offer, saying whether CuPy 14 has it."""
+    if name in _CUPY14.get(namespace, ()):
+        return AttributeError(f"{namespace}.{name} exists in CuPy 14 but the stand-in does not implement it; "
+                              "add it to tests/cupy_standin/cupy/__init__.py if gaugelit needs it")
+    return AttributeError(f"module {namespace!r} (stand-in for CuPy 14) has no attribute {name!r}: CuPy 14 "
+                          "has no such name")
 
 
 def _unwrap(x, where):
@@ -197,10 +230,20 @@ def isscalar(x):
     return _np.isscalar(x)
 
 
+_LINALG = ("norm", "solve", "pinv", "lstsq", "inv", "eigh", "svd", "qr", "det", "cholesky")
+_RANDOM = ("standard_normal", "normal", "uniform", "random", "rand", "randn", "randint", "permutation", "choice",
+           "shuffle", "seed", "default_rng")
+# CuPy 14's Generator has no normal, permutation or choice (cupy/random/_generator_api.pyx)
+_GENERATOR = ("standard_normal", "uniform", "random", "integers")
+
+
 class _Linalg:
+    def __dir__(self):
+        return list(_LINALG)
+
     def __getattr__(self, name):
-        if name not in ("norm", "solve", "pinv", "lstsq", "inv", "eigh", "svd", "qr", "det", "cholesky"):
-            raise AttributeError(f"module 'cupy.linalg' has no attribute {name!r}")
+        if name not in _LINALG:
+            raise _missing("cupy.linalg", name)
         f = getattr(_np.linalg, name)
 
         def device(*args, **kwargs):
@@ -225,10 +268,12 @@ class _Random:
     def seed(self, seed=None):
         self._g = _np.random.Generator(_np.random.Philox(None if seed is None else seed + 0x5EED))
 
+    def __dir__(self):
+        return list(_RANDOM)
+
     def __getattr__(self, name):
-        if name not in ("standard_normal", "normal", "uniform", "random", "rand", "randn", "randint",
-                        "permutation", "choice", "shuffle"):
-            raise AttributeError(f"module 'cupy.random' has no attribute {name!r}")
+        if name not in _RANDOM:
+            raise _missing("cupy.random", name)
         g = self._g
         legacy = {"rand": lambda *s: g.random(s), "randn": lambda *s: g.standard_normal(s),
                   "randint": g.integers}
@@ -240,9 +285,12 @@ class _Generator:
     def __init__(self, seed):
         self._g = _np.random.Generator(_np.random.Philox(None if seed is None else int(seed) + 0x5EED))
 
+    def __dir__(self):
+        return list(_GENERATOR)
+
     def __getattr__(self, name):
-        if name not in ("standard_normal", "normal", "uniform", "random", "integers", "permutation", "choice"):
-            raise AttributeError(f"cupy.random.Generator has no attribute {name!r}")
+        if name not in _GENERATOR:
+            raise _missing("cupy.random.Generator", name)
         f = getattr(self._g, name)
         return lambda *a, **k: _wrap(f(*_unwrap(list(a), name), **k))
 
@@ -290,4 +338,4 @@ cuda = _Cuda()
 
 
 def __getattr__(name):
-    raise AttributeError(f"module 'cupy' (stand-in for CuPy 14) has no attribute {name!r}")
+    raise _missing("cupy", name)
