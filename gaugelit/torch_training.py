@@ -339,7 +339,8 @@ def divergence(model_fn, data: dict, gt, *, seed: int = 0, lr: float = 0.1, mome
     multipliers, :func:`rate_multipliers` of the first balancing). Returns ``{"multipliers": ..., arm: {"loss": [...],
     "first_nonfinite": step or None, "message": str, "relative_step": [...]}}``: the loss before
     each step, the first step after which the loss or the weights are not finite (GaugeFix's own
-    report for its arm), and each step's largest ``|dW| / |W|`` over the weight tensors; the
+    report for its arm), each step's largest ``|dW| / |W|`` over the weight tensors and the l2 norm
+    of all weight tensors after it (before that step's balancing; in float64); the
     GaugeFix arm also has ``"multipliers_so_far"``, after each call the geometric mean per tensor
     of the rate multipliers of all its balancings until then (the product of their ``(w / w')^2``)."""
     torch.manual_seed(seed)
@@ -358,7 +359,8 @@ def divergence(model_fn, data: dict, gt, *, seed: int = 0, lr: float = 0.1, mome
             opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
         fix = gt.GaugeFix(model, p, opt) if arm == "gaugefix" else None
         losses, first, message, step, epoch = [], None, "", 0, 0
-        rel, cum, drift = [], {n: torch.zeros_like(w, dtype=torch.float64) for n, w in model.named_parameters()}, []
+        rel, norms, drift = [], [], []
+        cum = {n: torch.zeros_like(w, dtype=torch.float64) for n, w in model.named_parameters()}
         while step < steps and first is None:
             for idx in _batches(len(X), batch_size, seed, epoch):
                 step += 1
@@ -369,6 +371,8 @@ def divergence(model_fn, data: dict, gt, *, seed: int = 0, lr: float = 0.1, mome
                 opt.step()
                 losses.append(loss.item())
                 with torch.no_grad():       # the step's size relative to the weights, largest over tensors
+                    norms.append(math.sqrt(sum(float(w.double().pow(2).sum()) for w in model.parameters()
+                                               if w.dim() > 1)))
                     rel.append(max(float((w - w_before[n]).norm() / w_before[n].norm().clamp_min(1e-30))
                                    for n, w in model.named_parameters() if w.dim() > 1))
                 # GaugeFix checks the weights itself (and names the call); the other arms here
@@ -391,7 +395,12 @@ def divergence(model_fn, data: dict, gt, *, seed: int = 0, lr: float = 0.1, mome
                 if step >= steps:
                     break
             epoch += 1
-        out[arm] = {"loss": losses, "first_nonfinite": first, "message": message, "relative_step": rel}
+        out[arm] = {"loss": losses, "first_nonfinite": first, "message": message, "relative_step": rel,
+                    "weight_norm": norms}
         if fix is not None:
             out[arm]["multipliers_so_far"] = drift
     return out
+
+
+#: The committed larger version of :func:`compare` (results/torch-training; bench/torch_training_study.py).
+LARGER = Comparison(n_train=10000, n_test=10000, epochs=2, seeds=(0, 1, 2, 3, 4))
