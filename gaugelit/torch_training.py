@@ -326,22 +326,23 @@ def rate_multipliers(before: nn.Module, after: nn.Module) -> dict:
     return out
 
 
-DIVERGENCE_ARMS = ("plain", "gaugefix", "balanced once", "per-layer lr")
+DIVERGENCE_ARMS = ("plain", "gaugefix", "enorm", "balanced once", "per-layer lr")
 
 
 def divergence(model_fn, data: dict, gt, *, seed: int = 0, lr: float = 0.1, momentum: float = 0.9,
                steps: int = 100, batch_size: int = 64, p: float = 2.0, arms=DIVERGENCE_ARMS) -> dict:
     """Train ``model_fn()`` (seeded by ``seed``, same mini-batches in every arm) for ``steps`` SGD
     steps with momentum in each of :data:`DIVERGENCE_ARMS`: ``"plain"``; ``"gaugefix"``
-    (``GaugeFix`` after every step); ``"balanced once"`` (``minnorm_`` before the first step, then
+    (``GaugeFix`` after every step); ``"enorm"`` (one ENorm-style sweep after every step);
+    ``"balanced once"`` (``minnorm_`` before the first step, then
     plain: SGD with the per-entry rates ``lr (a_j / a_i)^2`` in the original coordinates); and
     ``"per-layer lr"`` (never balanced; each parameter tensor's rate times the geometric mean of its
     multipliers, :func:`rate_multipliers` of the first balancing). Returns ``{"multipliers": ..., arm: {"loss": [...],
     "first_nonfinite": step or None, "message": str, "relative_step": [...]}}``: the loss before
     each step, the first step after which the loss or the weights are not finite (GaugeFix's own
-    report for its arm), each step's largest ``|dW| / |W|`` over the weight tensors and the l2 norm
+    report for its arms), each step's largest ``|dW| / |W|`` over the weight tensors and the l2 norm
     of all weight tensors after it (before that step's balancing; in float64); the
-    GaugeFix arm also has ``"multipliers_so_far"``, after each call the geometric mean per tensor
+    balancing arms also have ``"multipliers_so_far"``, after each call the geometric mean per tensor
     of the rate multipliers of all its balancings until then (the product of their ``(w / w')^2``)."""
     torch.manual_seed(seed)
     model0 = model_fn()
@@ -357,7 +358,7 @@ def divergence(model_fn, data: dict, gt, *, seed: int = 0, lr: float = 0.1, mome
             opt = torch.optim.SGD(groups, lr=lr, momentum=momentum)
         else:
             opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
-        fix = gt.GaugeFix(model, p, opt) if arm == "gaugefix" else None
+        fix = gt.GaugeFix(model, p, opt, **ARM_SOLVER[arm]) if arm in ARM_SOLVER else None
         losses, first, message, step, epoch = [], None, "", 0, 0
         rel, norms, drift = [], [], []
         cum = {n: torch.zeros_like(w, dtype=torch.float64) for n, w in model.named_parameters()}
