@@ -12,7 +12,8 @@ The layers, bottom to top, and who may import whom:
 
 - layer 0: ``gaugelit._version`` and ``gaugelit.core``; 1: ``gaugelit.solvers``; 2: ``gaugelit.training``;
   3: ``gaugelit.experiments``. A module of layer k imports gaugelit modules of layers <= k only.
-- leaves: ``gaugelit.torch`` and ``gaugelit.symbolic`` may import any layer; no layer module imports a
+- leaves: ``gaugelit.torch``, ``gaugelit.symbolic`` and ``gaugelit.torch_training`` (which takes
+  ``gaugelit.torch`` as an argument) may import any layer; no layer module imports a
   leaf, and no leaf imports another leaf.
 - top: the face ``gaugelit`` (``__init__.py``) and the command line ``gaugelit.__main__`` may import
   anything. Nothing imports ``gaugelit.__main__``, and no layer or leaf module imports the face.
@@ -31,7 +32,7 @@ PACKAGE = "gaugelit"
 #: subpackage or module (relative to the package) -> layer
 LAYERS = {"_version": 0, "core": 0, "solvers": 1, "training": 2, "experiments": 3}
 LAYER_NAMES = {0: "core", 1: "solvers", 2: "training", 3: "experiments"}
-LEAVES = ("torch", "symbolic")
+LEAVES = ("torch", "symbolic", "torch_training")
 MAIN = "__main__"
 
 

@@ -50,11 +50,16 @@ class GraphMinNormResult(MinNormResult):
 
 
 def _solver_args(method, delta, gamma_tol, max_iter, extra=()):
-    """The solvers' common arguments, checked: ``(method, delta, gamma_tol, max_iter)``."""
+    """The solvers' common arguments, checked: ``(method, delta, gamma_tol, max_iter)``.
+
+    ``delta=None`` with ``gamma_tol=None`` asks for no stopping rule: exactly ``max_iter`` updates
+    (a fixed budget, as ENorm's one sweep after each training step), without a
+    :class:`ConvergenceWarning` -- no rule was asked to hold, so none failed."""
     method = METHODS[0] if method is None else method
     if method not in METHODS + extra:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
-    delta = real(delta, "delta", low=0, low_open=True)
+    if delta is not None:
+        delta = real(delta, "delta", low=0, low_open=True)
     if gamma_tol is not None:
         gamma_tol = real(gamma_tol, "gamma_tol", low=0, low_open=True)
     return method, delta, gamma_tol, integer(max_iter, "max_iter", low=0)
@@ -67,15 +72,17 @@ def step_tolerance(delta: float, p: float) -> float:
     the imbalance by about ``tanh(2 p delta)``: at large p a small step no longer means near the
     minimum (p = 50, delta = 1e-3: gamma 0.07, the objective 0.6% above it). Scaled by ``2 / p``
     above p = 2, the rule bounds gamma by about ``tanh(4 delta)`` at every p, as at p = 2; at
-    ``p <= 2`` it is ``delta`` itself (the paper's rule, and its numbers, unchanged)."""
-    return delta * min(1.0, 2.0 / p)
+    ``p <= 2`` it is ``delta`` itself (the paper's rule, and its numbers, unchanged); None (no delta
+    rule) stays None."""
+    return None if delta is None else delta * min(1.0, 2.0 / p)
 
 
 def _iterate(step, record, start, *, xp, delta, gamma_tol, max_iter):
     """Algorithm 1's loop, for every solver: ``step()`` applies one update and returns
     ``max_i |a_i - 1|``, ``record()`` gives ``(objective, gamma)`` after it, ``start`` the two before
     the first. Stops when gamma < ``gamma_tol`` if that is given, else when an update moves every
-    factor by less than ``delta`` (that update applied and counted), or at ``max_iter`` updates.
+    factor by less than ``delta`` (that update applied and counted), or at ``max_iter`` updates
+    (with neither rule, ``delta`` and ``gamma_tol`` None, after exactly ``max_iter``).
     Returns ``(objective record, gamma record, updates, converged)``; ``converged`` is None when a
     value turned non-finite (factors out of range: the caller decides what follows)."""
     objective, gamma = [start[0]], [start[1]]
@@ -93,11 +100,13 @@ def _iterate(step, record, start, *, xp, delta, gamma_tol, max_iter):
         gamma.append(g)
         if not (math.isfinite(o) and math.isfinite(step_size) and math.isfinite(g)):
             return objective, gamma, it, None
-        if gamma_tol is None and step_size < delta:
+        if gamma_tol is None and delta is not None and step_size < delta:
             return objective, gamma, it, True
 
 
 def _warn_unconverged(where, delta, gamma_tol, max_iter, gamma):
+    if delta is None and gamma_tol is None:      # a fixed budget: max_iter updates were asked for
+        return
     rule = f"gamma < {gamma_tol}" if gamma_tol is not None else f"max|a-1| < {delta:g}"
     warnings.warn(f"minnorm ({where}): {rule} not reached in {max_iter} updates (gamma = {gamma:.3g})",
                   ConvergenceWarning, stacklevel=4)

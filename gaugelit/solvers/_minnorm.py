@@ -36,7 +36,7 @@ __all__ = ["minnorm", "minnorm_graph", "enorm_style"]
 _STEPS = {"block": block_step, "multiplicative": multiplicative_step, "enorm-style": enorm_sweep}
 
 
-def minnorm(net, p: float = 2.0, q: float | None = None, *, method: str | None = None, delta: float = 1e-3,
+def minnorm(net, p: float = 2.0, q: float | None = None, *, method: str | None = None, delta: float | None = 1e-3,
             gamma_tol: float | None = None, max_iter: int = 10_000) -> MinNormResult:
     """Rescale ``net`` to the minimum of ``sum_ij |W_ij|^p`` over its gauge orbit, or with ``q`` of the
     l_{p,q} norm ``sum_i (sum_j |W_ij|^p)^(q/p)`` (rows: the incoming weights of every hidden and output
@@ -54,8 +54,12 @@ def minnorm(net, p: float = 2.0, q: float | None = None, *, method: str | None =
         ``delta * 2 / p`` (:func:`~._loop.step_tolerance`): Algorithm 1's step shrinks as ``1/p``,
         and so scaled the rule stops at the same imbalance (gamma below about ``tanh(4 delta)``)
         and as near the minimum at every p; at ``p <= 2`` it is the paper's rule unchanged.
+        ``delta=None`` (and no ``gamma_tol``): no stopping rule, exactly ``max_iter`` updates and no
+        warning -- a fixed budget, e.g. ENorm as it is used in training (``method="enorm-style",
+        delta=None, max_iter=1``: one sweep); ``converged`` is then False (no rule was tested).
     gamma_tol : if given, replaces the delta rule: iterate until the imbalance (eq. 20) ``< gamma_tol``.
-    max_iter : at most this many updates; a :class:`ConvergenceWarning` says when it was reached.
+    max_iter : at most this many updates; a :class:`ConvergenceWarning` says when it was reached
+        before the rule held.
 
     Dead hidden units (all incoming or all outgoing weights zero) keep ``a = 1``; they are listed
     in ``.dead_units`` (one index array per hidden layer) and left out of gamma.
@@ -79,7 +83,8 @@ def minnorm(net, p: float = 2.0, q: float | None = None, *, method: str | None =
 
 
 def minnorm_graph(graph: GaugeGraph, p: float = 2.0, q: float | None = None, *, method: str | None = None,
-                  delta: float = 1e-3, gamma_tol: float | None = None, max_iter: int = 10_000) -> GraphMinNormResult:
+                  delta: float | None = 1e-3, gamma_tol: float | None = None,
+                  max_iter: int = 10_000) -> GraphMinNormResult:
     """:func:`minnorm` on a graph; same arguments, rules and result.
 
     ``.factors[g]`` holds group g's factors (ones for fixed groups), ``.dead_units[g]`` its dead units,

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import gaugelit as gl
 from conftest import random_net
-from gaugelit.solvers import layer_shift
+from gaugelit.solvers import layer_shift, minnorm_graph
 
 
 def algorithm1_as_printed(net, p, delta, max_iter=100_000):
@@ -194,3 +194,25 @@ def test_max_iter_warns_and_reports():
     with pytest.warns(gl.ConvergenceWarning, match="not reached in 2 updates"):
         res = gl.minnorm(net, 2.0, method="multiplicative", gamma_tol=1e-12, max_iter=2)
     assert not res.converged and res.iterations == 2
+
+
+def test_fixed_budget_runs_exactly_max_iter_updates_without_a_warning():
+    """``delta=None`` and no ``gamma_tol``: no stopping rule, exactly ``max_iter`` updates (ENorm as
+    used in training: one sweep per step), and no ConvergenceWarning, as no rule was asked to hold;
+    each is the same update the solve with a rule takes."""
+    net = random_net([5, 8, 6, 7, 3], seed=1)
+    g = gl.GaugeGraph.from_layered(net)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for method in ("block", "multiplicative", "enorm-style"):
+            for k in (1, 3):
+                res = minnorm_graph(g, 2.0, method=method, delta=None, max_iter=k)
+                assert res.iterations == k and len(res.gamma) == k + 1 and not res.converged
+                assert res.gamma[-1] < res.gamma[0]
+        one = minnorm_graph(g, 2.0, method="enorm-style", delta=None, max_iter=1)
+    with pytest.warns(gl.ConvergenceWarning):
+        ruled = minnorm_graph(g, 2.0, method="enorm-style", gamma_tol=1e-12, max_iter=1)
+    np.testing.assert_allclose(np.asarray(one.gamma), np.asarray(ruled.gamma), rtol=1e-12)
+    # a tolerance still governs when given beside delta=None
+    res = minnorm_graph(g, 2.0, delta=None, gamma_tol=1e-8)
+    assert res.converged and res.gamma[-1] < 1e-8
