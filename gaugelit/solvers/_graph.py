@@ -82,7 +82,84 @@ def _lse(terms):
     return cmax, total
 
 
-def _block_M(w, p: float, xp):
+#: Blocks of at least this many entries, without a kernel axis to sum, keep no ``M`` of their own:
+#: :class:`_LazyM` forms ``(|w|/s)^p`` a few rows at a time in every product (issue 23: the
+#: solver's ``M`` arrays of a float64 ResNet-50 alone were larger than a float32 copy of its weights).
+LAZY_ENTRIES = 1 << 14
+_LAZY_CHUNK_BYTES = 1 << 22
+
+
+class _Scratch:
+    """One flat work buffer per dtype, shared by the lazy blocks of a state (a buffer per block
+    would hold as much as the stored ``M`` it replaces)."""
+
+    def __init__(self, xp):
+        self.xp, self.flat = xp, {}
+
+    def rows(self, n_rows: int, n_cols: int, dtype):
+        need = n_rows * n_cols
+        flat = self.flat.get(dtype)
+        if flat is None or flat.size < need:
+            flat = self.flat[dtype] = self.xp.empty(need, dtype=dtype)
+        return flat[:need].reshape(n_rows, n_cols)
+
+
+class _LazyM:
+    """``M = (|w| / s)^p`` of a block without a kernel axis, never stored: each product forms it a
+    few rows at a time (``_LAZY_CHUNK_BYTES``) in the state's shared buffer. The rows' arithmetic is
+    :func:`_block_M`'s; a product sums its row chunks in order."""
+
+    def __init__(self, w, s: float, p: float, xp, scratch: _Scratch):
+        self.w, self.p, self.xp, self.scratch = w[:, :, 0], p, xp, scratch
+        self.s = w.dtype.type(s)
+        self.shape, self.size, self.dtype = self.w.shape, self.w.size, w.dtype
+        self.rows = max(1, _LAZY_CHUNK_BYTES // max(1, self.w.shape[1] * w.dtype.itemsize))
+
+    def _chunks(self):
+        xp, n = self.xp, self.shape[0]
+        for r0 in range(0, n, self.rows):
+            r1 = min(n, r0 + self.rows)
+            m = self.scratch.rows(r1 - r0, self.shape[1], self.dtype)
+            xp.divide(self.w[r0:r1], self.s, out=m)
+            if self.p == 2.0:
+                xp.multiply(m, m, out=m)
+            else:
+                xp.abs(m, out=m)
+                if self.p != 1.0:
+                    xp.power(m, self.p, out=m)
+            yield r0, r1, m
+
+    def mv(self, v):
+        out = self.xp.empty(self.shape[0], dtype=self.dtype)
+        for r0, r1, m in self._chunks():
+            out[r0:r1] = m @ v
+        return out
+
+    def vm(self, v):
+        out = self.xp.zeros(self.shape[1], dtype=self.dtype)
+        for r0, r1, m in self._chunks():
+            out += v[r0:r1] @ m
+        return out
+
+    def min(self):
+        return min(float(m.min()) for _, _, m in self._chunks())
+
+    def lost(self, tiny: float) -> bool:
+        """Whether a nonzero weight's entry fell below ``tiny`` (see GraphState.lost)."""
+        return any(bool(((m < tiny) & (self.w[r0:r1] != 0)).any()) for r0, r1, m in self._chunks())
+
+
+def _mv(M, v):
+    """``M @ v`` for a stored or a lazy block."""
+    return M.mv(v) if isinstance(M, _LazyM) else M @ v
+
+
+def _vm(v, M):
+    """``v @ M`` for a stored or a lazy block."""
+    return M.vm(v) if isinstance(M, _LazyM) else v @ M
+
+
+def _block_M(w, p: float, xp, scratch=None):
     """``(M, c)`` of a block: ``M = sum_k (|w| / s)^p`` over the kernel axis and ``c = p log s``,
     with ``s = max |w|`` (``c = 0`` for an all-zero block), so no entry of ``M`` overflows.
     One temporary of ``w``'s size, operated on in place: the plain expression made four, and NumPy's
@@ -90,6 +167,8 @@ def _block_M(w, p: float, xp):
     s = max(float(w.max()), -float(w.min()))
     if s == 0.0:
         return xp.zeros(w.shape[:2], dtype=w.dtype), 0.0
+    if scratch is not None and w.shape[2] == 1 and w.size >= LAZY_ENTRIES:
+        return _LazyM(w, s, p, xp, scratch), p * math.log(s)
     m = w / w.dtype.type(s)                  # s is an entry's magnitude: representable, no overflow
     if p == 2.0:
         xp.multiply(m, m, out=m)
@@ -117,14 +196,16 @@ class GraphState:
         self.colours = colour_groups(graph)
         self.self_loops = frozenset(b.src for b in graph.blocks if b.src == b.dst)
         self.M, self.c = [], []
+        scratch = _Scratch(xp)
         for k, b in enumerate(graph.blocks):
-            m, c = _block_M(b.weight, p, xp)
+            m, c = _block_M(b.weight, p, xp, scratch)
             self.M.append(m)
             self.c.append(c + (0.0 if offsets is None else p * offsets[k]))
         # blocks where |W/max|^p of a nonzero weight fell below the smallest normal float (flushed
         # to 0 or kept with a subnormal's few digits): negligible at the start, not always at the end
         tiny = float(np.finfo(dt).tiny)
-        self.lost = [bool(float(m.min()) < tiny) and bool(((m < tiny) & (b.weight != 0).any(axis=2)).any())
+        self.lost = [bool(m.min() < tiny) and (m.lost(tiny) if isinstance(m, _LazyM) else
+                                              bool(((m < tiny) & (b.weight != 0).any(axis=2)).any()))
                      for m, b in zip(self.M, graph.blocks)]
         # their entries in float64 logs, for the objective: the products may neglect what is below
         # eps of a live unit's sums (lost_entries_matter checks it), the objective may not -- a dead
@@ -183,9 +264,9 @@ class GraphState:
         if any(l is not None for l in self.live):
             for k, b in enumerate(self.graph.blocks):   # dead units never move: constant products
                 if self.live[b.src] is not None:
-                    self.fwd_dead[k] = self.M[k] @ (~self.live[b.src]).astype(self.M[k].dtype)
+                    self.fwd_dead[k] = _mv(self.M[k], (~self.live[b.src]).astype(self.M[k].dtype))
                 if self.live[b.dst] is not None:
-                    self.bwd_dead[k] = (~self.live[b.dst]).astype(self.M[k].dtype) @ self.M[k]
+                    self.bwd_dead[k] = _vm((~self.live[b.dst]).astype(self.M[k].dtype), self.M[k])
             self.refresh_blocks(range(len(self.M)), range(len(self.M)))
 
     def _e(self, g, sign):
@@ -202,10 +283,10 @@ class GraphState:
     def refresh_blocks(self, fwd_blocks, bwd_blocks):
         blocks = self.graph.blocks
         for k in fwd_blocks:
-            self.fwd[k] = self.M[k] @ self._e(blocks[k].src, -1)
+            self.fwd[k] = _mv(self.M[k], self._e(blocks[k].src, -1))
             self.passes += self.size[k] / self.total
         for k in bwd_blocks:
-            self.bwd[k] = self._e(blocks[k].dst, +1) @ self.M[k]
+            self.bwd[k] = _vm(self._e(blocks[k].dst, +1), self.M[k])
             self.passes += self.size[k] / self.total
 
     # -- log in- and out-sums of a group, without its own factors ---------------------------------

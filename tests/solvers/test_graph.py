@@ -269,3 +269,30 @@ def test_each_backend_gives_the_numpy_answer(xp, method):
     X = np.random.default_rng(0).standard_normal((8, dag.n_in))
     got = minnorm_graph(on_xp["dense W"], 2.0, method=method, gamma_tol=1e-10, max_iter=50000).net(xp.asarray(X))
     np.testing.assert_allclose(_host(got), dag(X), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("p", [2.0, 1.0, 1.5])
+@pytest.mark.parametrize("method", ["block", "multiplicative"])
+def test_large_blocks_keep_no_M_and_give_the_stored_answer(monkeypatch, p, method, xp):
+    """Blocks at or above LAZY_ENTRIES form (|w|/s)^p a few rows at a time in each product instead
+    of storing M: the same iterates (sums in row chunks: to rounding) and answer."""
+    from gaugelit.solvers import _graph
+
+    host = gl.he_init([12, 40, 30, 25, 4], seed=5, dtype="float64", xp=np)
+    W1 = host.weights[1].copy()
+    W1[3] = 0                                    # a dead unit: its constant products too
+    net = gl.LayeredNet([xp.asarray(W) for W in [host.weights[0], W1] + host.weights[2:]],
+                        [xp.asarray(b) for b in host.biases])
+    stored = gl.minnorm(GaugeGraph.from_layered(net), p, method=method, gamma_tol=1e-10)
+    monkeypatch.setattr(_graph, "LAZY_ENTRIES", 100)
+    monkeypatch.setattr(_graph, "_LAZY_CHUNK_BYTES", 8 * 40 * 7)   # 7 rows a chunk: several chunks
+    state = _graph.GraphState(GaugeGraph.from_layered(net), p)
+    assert all(isinstance(m, _graph._LazyM) for m in state.M[1:3])
+    lazy = gl.minnorm(GaugeGraph.from_layered(net), p, method=method, gamma_tol=1e-10)
+    assert lazy.iterations == stored.iterations
+    def dead(r):
+        return [list(gl.to_numpy(d)) for d in r.dead_units]
+    assert dead(lazy) == dead(stored) != [[]] * 5
+    np.testing.assert_allclose(lazy.objective, stored.objective, rtol=1e-13)
+    for a, b in zip(lazy.factors, stored.factors):
+        np.testing.assert_allclose(gl.to_numpy(a), gl.to_numpy(b), rtol=1e-10)
