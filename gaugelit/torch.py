@@ -1578,6 +1578,8 @@ class GaugeFix:
     ``a_j / a_i``, second moments by its square, so the next step sees a consistent state.
     The first call checks the function on the traced input (``check``); every call first checks
     that the parameters are finite and names the call at which they stopped being so.
+    ``solver_kw`` go to :func:`minnorm_`: ``method="enorm-style", delta=None, max_iter=1`` is ENorm as
+    it is used, one balancing sweep per step (a fixed budget, no stopping rule, no warning).
     """
 
     def __init__(self, model: nn.Module, p: float = 2.0, optimizer=None, *, example_input=None,
