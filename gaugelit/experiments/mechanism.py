@@ -20,6 +20,7 @@ over the configurations (network x optimiser) of each comparison. Each run is wr
     python -m gaugelit mechanism --jobs 2                 # the plan's study: MNIST, 10k/2k, 10 epochs
     python -m gaugelit mechanism --size ci --jobs 2       # the book's CI-size study
     python -m gaugelit mechanism --sweeps --jobs 2        # the plan's sweeps (SWEEPS), in RESULTS/mechanism-sweeps
+    python -m gaugelit mechanism --size paper-init        # init at the paper's scale (PAPER_INIT)
 
 The sweeps (:data:`SWEEPS`) vary one setting at a time on the 3-layer network, ``every`` against
 ``never``, seeds 0-2: weight decay x0.1 and x10, learning rate x0.5 and x2, EG+-'s beta x0.1 and x10
@@ -45,9 +46,9 @@ from . import claims
 from .ablation import _data, _finished, train_missing
 from .runfiles import code_fingerprint, device_name, write_json_atomic
 
-__all__ = ["ARMS", "COMPARISONS", "MEASURES", "MechanismStudy", "STUDY", "CI_STUDY", "SWEEPS", "run_config",
-           "run_key", "configs", "run_study", "load_records", "compare", "compare_all", "reading", "table",
-           "plot_arms", "sweep_effects", "sweep_table", "main"]
+__all__ = ["ARMS", "COMPARISONS", "MEASURES", "MechanismStudy", "STUDY", "CI_STUDY", "PAPER_INIT", "SWEEPS",
+           "run_config", "run_key", "configs", "run_study", "load_records", "from_grid", "compare", "compare_all",
+           "reading", "table", "plot_arms", "sweep_effects", "sweep_table", "main"]
 
 #: The arms: the gauge-fixing mode train runs, and whether the rates are matched.
 ARMS = {"never": ("never", False), "init": ("init", False), "every": ("every", False), "matched": ("never", True)}
@@ -74,8 +75,8 @@ class MechanismStudy:
     architectures: tuple = ("3-layer", "5-layer", "7-layer")
     optimizers: tuple = ("sgd", "egd")
     arms: tuple = tuple(ARMS)
-    n_train: int = 10000
-    n_test: int = 2000
+    n_train: int | None = 10000     # None: the whole set
+    n_test: int | None = 2000
     epochs: int = 10
     seeds: tuple = (0, 1, 2, 3, 4)
     batch_size: int = 32
@@ -101,6 +102,9 @@ STUDY = MechanismStudy()
 #: The book's study at CI size: the CI grid's data and epochs, three seeds.
 CI_STUDY = MechanismStudy(n_train=2000, n_test=1000, epochs=3, seeds=(0, 1, 2))
 _SWEEP_BASE = dataclasses.replace(STUDY, architectures=("3-layer",), arms=("every", "never"), seeds=(0, 1, 2))
+#: The plan's amendment for issue 24: the init arm at the paper's scale (whole sets, 30 epochs) on the
+#: 3-layer network, paired by seed with the grid's paper-scale runs (:func:`from_grid`).
+PAPER_INIT = MechanismStudy(architectures=("3-layer",), arms=("init",), n_train=None, n_test=None, epochs=30)
 #: The plan's sweeps, each one setting varied alone; their x1 is :data:`STUDY`'s runs of the same cells.
 SWEEPS = {
     "weight decay x0.1": dataclasses.replace(_SWEEP_BASE, weight_decay_factor=0.1),
@@ -185,6 +189,21 @@ def load_records(study: MechanismStudy, out) -> list[dict]:
         if _finished(path, config):
             found.append(json.loads(path.read_text()))
     return found
+
+
+def from_grid(records) -> list[dict]:
+    """The grid's run records (:mod:`gaugelit.experiments.runfiles`) as this study's: ``every`` for
+    the runs with gauge fixing, ``never`` for those without, so that :func:`compare` pairs them by
+    seed with a study's arms of the same cell (valid because both start from the same weights and
+    mini-batches: ``tests/experiments/test_mechanism.py``)."""
+    out = []
+    for r in records:
+        s = r["settings"]
+        out.append({"config": {"dataset": s["dataset"], "architecture": s["architecture"],
+                               "optimizer": s["optimizer"], "arm": "every" if s["gauge_fix"] else "never",
+                               "seed": s["seed"], "n_train": s["n_train"]},
+                    "history": r["history"]})
+    return out
 
 
 def _as_pair_records(records, treated: str, control: str) -> list[dict]:
@@ -303,10 +322,16 @@ def sweep_table(rows) -> str:
     return "\n".join(lines)
 
 
+#: ``--size``: the study and its folder under RESULTS.
+_SIZES = {"plan": (STUDY, "mechanism"), "ci": (CI_STUDY, "mechanism-ci"),
+          "paper-init": (PAPER_INIT, "mechanism-paper")}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="gaugelit mechanism", description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=("plan", "ci"), default="plan",
-                        help="plan: MNIST 10k/2k, 10 epochs, 5 seeds (default); ci: the book's CI-size study")
+    parser.add_argument("--size", choices=tuple(_SIZES), default="plan",
+                        help="plan: MNIST 10k/2k, 10 epochs, 5 seeds (default); ci: the book's CI-size study; "
+                             "paper-init: the init arm at the paper's scale (3-layer, 30 epochs, whole sets)")
     parser.add_argument("--architectures", nargs="+", default=None, help="a subset of the networks")
     parser.add_argument("--seeds", nargs="+", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None, help="run files (default RESULTS/mechanism[-ci])")
@@ -324,12 +349,12 @@ def main(argv=None) -> int:
             for name in names:
                 run_study(dataclasses.replace(SWEEPS[name], seeds=(seed,)), out, jobs=args.jobs)
         return 0
-    study = STUDY if args.size == "plan" else CI_STUDY
+    study, folder = _SIZES[args.size]
     if args.architectures:
         study = dataclasses.replace(study, architectures=tuple(args.architectures))
     if args.seeds:
         study = dataclasses.replace(study, seeds=tuple(args.seeds))
-    out = args.out or results_dir() / ("mechanism" if args.size == "plan" else "mechanism-ci")
+    out = args.out or results_dir() / folder
     run_study(study, out, jobs=args.jobs)
     return 0
 

@@ -31,6 +31,9 @@ def test_the_study_checks_its_fields_and_names_every_run_once():
     keys = {mech.run_key(c) for c in mech.configs(mech.STUDY).values()}
     assert len(keys) == 3 * 2 * 4 * 5 == len(mech.configs(mech.STUDY))
     assert (mech.STUDY.n_train, mech.STUDY.n_test, mech.STUDY.epochs) == (10000, 2000, 10)   # the plan's size
+    paper = mech.PAPER_INIT                                                # the amendment's runs, 10 of them
+    assert (paper.n_train, paper.n_test, paper.epochs, paper.architectures, paper.arms, paper.seeds) == (
+        None, None, 30, ("3-layer",), ("init",), (0, 1, 2, 3, 4)) and len(mech.configs(paper)) == 10
     c = mech.run_config(small(lr_factor=2.0), "3-layer", "egd", "matched", 0)
     assert c["lr"] == 2 * 0.1 and c["arm"] == "matched"
 
@@ -135,3 +138,30 @@ def test_the_sweep_table_reports_intervals_per_setting():
     assert d2["x1"].low < -0.5 < d2["x1"].high and d2["weight decay x10"].high < -0.9    # the larger effect
     text = mech.sweep_table(rows)
     assert "weight decay x10  SGD  D2  n=3  every/never x0.37" in text and "|b_out| never 0.25" in text
+
+
+def test_the_studys_every_and_never_arms_are_the_grids_runs_so_that_they_pair(tmp_path):
+    """The paper-scale init arm is paired with the grid's runs (book/analysis-plan.md's amendment):
+    valid only if the study's code starts from the grid's weights and sees its mini-batches. Here,
+    on the first 256 MNIST examples, the study's every and never arms give the grid's curves exactly,
+    and from_grid labels them so that compare pairs them by seed."""
+    from gaugelit.experiments import grid, sweep
+
+    settings = grid.Settings("ci", ("mnist",), ("3-layer",), seeds=(0, 1), epochs=2, n_train=256, n_test=64)
+    study = mech.MechanismStudy(architectures=("3-layer",), arms=("every", "never"), n_train=256, n_test=64,
+                                epochs=2, seeds=(0, 1))
+    grid_records = [sweep.run_one(grid.Run("mnist", "3-layer", opt, gauge, seed, "ci"), settings, tmp_path / "grid")
+                    for opt in ("sgd", "egd") for gauge in (False, True) for seed in (0, 1)]
+    mech.run_study(study, tmp_path / "mech", log=None)
+    ours = {(r["config"]["optimizer"], r["config"]["arm"], r["config"]["seed"]): r
+            for r in mech.load_records(study, tmp_path / "mech")}
+    theirs = mech.from_grid(grid_records)
+    assert len(theirs) == len(ours) == 8
+    for r in theirs:
+        c = r["config"]
+        mine = ours[(c["optimizer"], c["arm"], c["seed"])]["history"]
+        for k in ("reg_loss", "train_error", "test_error", "gauge_iterations"):
+            assert mine[k] == r["history"][k], (c, k)
+    # from_grid's records pair with the study's: every - never is the same comparison either way
+    ref = {(e.key, e.mean) for e in mech.compare(list(ours.values()), "every", "never", "D1")}
+    assert {(e.key, e.mean) for e in mech.compare(theirs, "every", "never", "D1")} == ref
