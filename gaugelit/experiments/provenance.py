@@ -86,7 +86,7 @@ CHANGES = (
            "taken before any balancing, which no balancing of the output units moves) and reliability "
            "checks (the delta rule scaled with p above p = 2 only; a re-solve where the dtype cannot "
            "hold Algorithm 1's sums; a polished Newton shift at dead units, of ~1e-8)", _never),
-    Change("2b852975ce410485", "8e3c45e4f90f991d",
+    Change("2b852975ce410485", "b0e8eae1d839c96d",
            "new functions and options only: the l_{p,q} weight-balancing flows (flow_velocity's and "
            "integrate_flow's q, lpq_balance_gaps, lpq_imbalance) and train's egd_beta_scale (default 1: "
            "the same beta); and the l_{p,q} block method's inner CG as inexact Newton (q != p only: the q = p "
@@ -95,7 +95,8 @@ CHANGES = (
            "copy (extreme gauges with dead units only; the chain solver that training uses is unchanged); "
            "minnorm's delta=None without gamma_tol as a fixed budget of max_iter updates (a new option); "
            "the graph solver's large blocks without a kernel formed a few rows at a time instead of "
-           "stored (graphs and torch models; not the chain that training uses)", _never),
+           "stored (graphs and torch models; not the chain that training uses); lpq_imbalance computed by "
+           "the l_{p,q} solver's own state (the same value, to rounding)", _never),
 )
 
 

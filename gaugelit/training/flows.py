@@ -37,9 +37,10 @@ import numpy as np
 from ..core.backend import to_numpy
 from ..core.checks import integer, real, switch
 from ..core.gauge import _abs_pow, balance_gaps, imbalance, pnorm
+from ..core.graph import GaugeGraph
 from ..core.network import LayeredNet, check_p
 from ..solvers import lpq_norm
-from ..solvers._lpq import check_q
+from ..solvers._lpq import LpqState, check_q
 from .steps import loss_and_grads
 
 __all__ = ["flow_velocity", "balance_rate", "integrate_flow", "FlowResult", "relu_pattern", "lpq_balance_gaps",
@@ -171,17 +172,10 @@ def lpq_balance_gaps(net: LayeredNet, p: float, q: float, include_bias: bool = T
 def lpq_imbalance(net: LayeredNet, p: float, q: float) -> float:
     """The l_{p,q} imbalance ``max_k |T_k - S_k| / (T_k + S_k)`` over hidden units that are not dead
     (``T_k = s_k^(q/p)``, ``S_k`` its share of the norms it feeds; biases not counted): the solver's
-    gamma, from the weights alone; eq. (20) with its absolute value at ``q = p``."""
+    gamma (:class:`~gaugelit.solvers.LpqState`), from the weights alone; eq. (20) with its absolute
+    value at ``q = p``."""
     p, q = check_p(p), check_q(q, p)
-    xp, r = net.xp, q / p
-    sums = [_abs_pow(W.astype(np.float64), p, xp).sum(axis=1) for W in net.weights]
-    gamma = 0.0
-    for k in range(1, len(net.weights)):
-        T = sums[k - 1] ** r
-        S = _power_of_sums(sums[k], r - 1, xp) @ _abs_pow(net.weights[k].astype(np.float64), p, xp)
-        live = (T > 0) & (S > 0)
-        if bool(live.any()):
-            gamma = max(gamma, float((xp.abs(T - S) / xp.where(live, T + S, 1))[live].max()))
+    gamma = LpqState(GaugeGraph.from_layered(net), p, q).gamma()
     if not math.isfinite(gamma):
         raise FloatingPointError(f"lpq_imbalance: the sums of |W|^p leave float64 at p={p:g}, q={q:g}")
     return gamma
