@@ -71,3 +71,19 @@ def test_readme_paper_scale_counts_and_claim_3_follow_from_the_committed_run_fil
     assert e.n == 5 and m.group(1) == e.verdict == "inconclusive" and e.low < -cl.MARGIN < e.high < 0
     assert float(m.group(2)) == round(np.exp(e.beside["EGD log ratio"]), 2)
     assert float(m.group(3)) == round(np.exp(e.beside["SGD log ratio"]), 2)
+
+
+def test_readme_egd_step_row_is_the_recorded_benchmark():
+    """The README's EGD/SGD row is bench/results/step-bench.json (bench/step_bench.py's record)."""
+    import json
+
+    recorded = json.loads((README.parent / "bench" / "results" / "step-bench.json").read_text())
+    text = " ".join(README.read_text().split())
+    m = re.search(r"EGD's training step against SGD's .*? \| ([\d.]+)–([\d.]+)x the time \(its update alone, "
+                  r"an exponential per weight, ([\d.]+)–([\d.]+)x SGD's\)", text)
+    assert m, "the README's EGD step row is gone"
+    steps = [r["egd_over_sgd"] for r in recorded["steps"]]
+    updates = [r["egd_over_sgd"] for r in recorded["updates"]]
+    assert (float(m.group(1)), float(m.group(2))) == (round(min(steps), 2), round(max(steps), 2))
+    assert (float(m.group(3)), float(m.group(4))) == (round(min(updates), 1), round(max(updates), 1))
+    assert all(r["bitwise_same"] for r in recorded["updates"])
