@@ -87,3 +87,13 @@ def test_readme_egd_step_row_is_the_recorded_benchmark():
     assert (float(m.group(1)), float(m.group(2))) == (round(min(steps), 2), round(max(steps), 2))
     assert (float(m.group(3)), float(m.group(4))) == (round(min(updates), 1), round(max(updates), 1))
     assert all(r["bitwise_same"] for r in recorded["updates"])
+
+
+def test_readme_says_whether_the_paper_scale_init_runs_exist():
+    text = " ".join(README.read_text().split())
+    found = list((README.parent / "results" / "mechanism-paper").glob("*.json"))
+    if "which the chapter judges as they are committed; none is yet" in text:
+        assert not found, "the README says no paper-scale init run is committed, but some are"
+    else:
+        m = re.search(r"which the chapter judges as they are committed; (\d+) of its 10 are", text)
+        assert m and int(m.group(1)) == len(found)
