@@ -143,7 +143,7 @@ def test_the_sweep_table_reports_intervals_per_setting():
 def test_the_studys_every_and_never_arms_are_the_grids_runs_so_that_they_pair(tmp_path):
     """The paper-scale init arm is paired with the grid's runs (book/analysis-plan.md's amendment):
     valid only if the study's code starts from the grid's weights and sees its mini-batches. Here,
-    on the first 256 MNIST examples, the study's every and never arms give the grid's curves exactly,
+    on the first 256 MNIST examples, the study's every and never arms give the grid's curves (to float32's rounding),
     and from_grid labels them so that compare pairs them by seed."""
     from gaugelit.experiments import grid, sweep
 
@@ -160,8 +160,11 @@ def test_the_studys_every_and_never_arms_are_the_grids_runs_so_that_they_pair(tm
     for r in theirs:
         c = r["config"]
         mine = ours[(c["optimizer"], c["arm"], c["seed"])]["history"]
-        for k in ("reg_loss", "train_error", "test_error", "gauge_iterations"):
-            assert mine[k] == r["history"][k], (c, k)
+        # the same arithmetic, up to float32 rounding: BLAS may sum in another order where the
+        # arrays lie at other alignments (seen on a fresh clone: 1e-7 relative after two epochs)
+        for k in ("reg_loss", "train_error", "test_error"):
+            np.testing.assert_allclose(mine[k], r["history"][k], rtol=1e-5, atol=1.5 / 256, err_msg=f"{c} {k}")
+        assert mine["gauge_iterations"] == r["history"]["gauge_iterations"], c
     # from_grid's records pair with the study's: every - never is the same comparison either way
     ref = {(e.key, e.mean) for e in mech.compare(list(ours.values()), "every", "never", "D1")}
     assert {(e.key, e.mean) for e in mech.compare(theirs, "every", "never", "D1")} == ref
