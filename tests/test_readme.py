@@ -71,6 +71,13 @@ def test_readme_paper_scale_counts_and_claim_3_follow_from_the_committed_run_fil
     assert e.n == 5 and m.group(1) == e.verdict == "inconclusive" and e.low < -cl.MARGIN < e.high < 0
     assert float(m.group(2)) == round(np.exp(e.beside["EGD log ratio"]), 2)
     assert float(m.group(3)) == round(np.exp(e.beside["SGD log ratio"]), 2)
+    assert "On the 7-layer network it holds, but only at the floor: EGD fits all but one or two of the 60,000" in text
+    e = found[("mnist", "7-layer", "egd")]
+    assert e.n == 5 and e.verdict == "holds"
+    last = [r["history"]["train_error"][-1] * 60000 for r in present.records
+            if (r["settings"]["dataset"], r["settings"]["architecture"], r["settings"]["optimizer"])
+            == ("mnist", "7-layer", "egd")]
+    assert len(last) == 10 and all(round(x) in (1, 2) for x in last)
 
 
 def test_readme_egd_step_row_is_the_recorded_benchmark():
